@@ -1,0 +1,13 @@
+{
+    "name": "Microsoft Outlook through Microsoft Graph",
+    "summary": "Send and receive Odoo mail through Microsoft Graph, "
+    "for personal and shared Microsoft 365 mailboxes",
+    "version": "19.0.1.0.0",
+    "category": "Hidden/Tools",
+    "license": "LGPL-3",
+    "author": "microsoft_outlook_graph developers",
+    "depends": ["microsoft_outlook"],
+    "external_dependencies": {"python": ["msal", "cryptography", "requests"]},
+    "data": [],
+    "installable": True,
+}

@@ -65,12 +65,18 @@ class Endpoints:
         """A requests session for Microsoft, immune to REQUESTS_CA_BUNDLE.
 
         A session-level ``verify`` loses to the environment's CA variables, so the
-        environment is not read; its proxy settings are carried over by hand
-        because customers behind a corporate proxy rely on them.
+        environment is not read (``trust_env``); its proxy settings, NO_PROXY
+        included, still apply because customers behind a corporate proxy rely on them.
         """
-        session = requests.Session()
+        session = _ProxyAwareSession()
         session.trust_env = False
-        session.proxies.update(requests.utils.getproxies())
         if self.ca_file:
             session.verify = self.ca_file
         return session
+
+
+class _ProxyAwareSession(requests.Session):
+    def request(self, method, url, *args, **kwargs):
+        if not kwargs.get("proxies"):
+            kwargs["proxies"] = requests.utils.get_environ_proxies(url)
+        return super().request(method, url, *args, **kwargs)

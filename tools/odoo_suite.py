@@ -1,0 +1,242 @@
+"""Run the addon's Odoo suite, and Odoo's own mail tests beside it, in a real Odoo 19.
+
+Called by ``tools/test``. It uses an Odoo that is already installed: the source
+tree from ``ODOO_SRC`` (default /opt/odoo19) and its interpreter from ``ODOO_PY``
+(default /opt/odoo19venv/bin/python). Each run gets a new database on the local
+PostgreSQL, dropped afterwards. Exit status: 0 passed, 1 failed, 3 skipped
+(no Odoo 19 here; the reason is printed on one line).
+"""
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ADDON = "microsoft_outlook_graph"
+REPO = Path(__file__).resolve().parent.parent
+VAR = REPO / "var"
+SKIPPED = 3
+
+# Odoo's own tests that must keep passing with this addon installed. They run
+# with every module loaded (see odoo_test_runner.py), because a plain run starts
+# a module's at-install tests before the modules that extend it are loaded.
+COMPAT_MODULES = ["microsoft_outlook", "google_gmail", "test_mail"]
+COMPAT_TAGS = ",".join(
+    [
+        "/microsoft_outlook",
+        "/google_gmail",
+        "/mail:TestFetchmail",
+        "/mail:TestIrMailServer",
+        "/mail:TestPersonalServer",
+        "/mail:MailCase",
+        "/base:TestIrMailServer",
+        "/base:EmailConfigCase",
+        "/test_mail:TestMailMail",
+        "/test_mail:TestMailMailServer",
+        "/test_mail:TestMailMailRace",
+    ]
+)
+RESULT_LINE = re.compile(r"(\d+) failed, (\d+) error\(s\) of (\d+) tests when loading database")
+
+
+def find_odoo():
+    """Return (source dir, python) of an installed Odoo 19, or raise LookupError."""
+    src = Path(os.environ.get("ODOO_SRC") or "/opt/odoo19")
+    python = os.environ.get("ODOO_PY") or "/opt/odoo19venv/bin/python"
+    if not (src / "odoo-bin").is_file():
+        raise LookupError(f"no Odoo source tree at {src} (set ODOO_SRC)")
+    if not shutil.which(python) and not Path(python).is_file():
+        raise LookupError(f"no Odoo interpreter at {python} (set ODOO_PY)")
+    probe = subprocess.run(
+        [python, "-c", "import odoo.release as r; print(r.version_info[0])"],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode or probe.stdout.strip() != "19":
+        raise LookupError(f"{python} cannot import Odoo 19 from {src}")
+    return src, python
+
+
+def ensure_addon_requirements(python):
+    """Install the addon's and the sandbox's packages into Odoo's environment.
+
+    Odoo's own pins are frozen as constraints so that nothing of Odoo changes.
+    """
+    frozen = subprocess.run(
+        [python, "-m", "pip", "freeze", "--exclude-editable"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    missing = subprocess.run(
+        [python, "-c", "import msal, trustme, cryptography, requests"],
+        capture_output=True,
+        check=False,
+    )
+    if not missing.returncode:
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as constraints:
+        constraints.write(frozen)
+    subprocess.run(
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "-c",
+            constraints.name,
+            "-r",
+            str(REPO / "requirements.txt"),
+            "trustme",
+            "websocket-client",
+        ],
+        check=True,
+    )
+    os.unlink(constraints.name)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def addons_path(src):
+    """An addons folder holding this checkout under the addon's name."""
+    link_dir = VAR / "addons"
+    link_dir.mkdir(parents=True, exist_ok=True)
+    link = link_dir / ADDON
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(REPO)
+    return f"{src}/addons,{src}/odoo/addons,{link_dir}"
+
+
+def odoo_command(src, python, database, *args, all_modules_loaded=False):
+    return [
+        python,
+        str(REPO / "tools" / "odoo_test_runner.py"),
+        f"--odoo-src={src}",
+        *(["--all-modules-loaded"] if all_modules_loaded else []),
+        "--",
+        f"--addons-path={addons_path(src)}",
+        f"--database={database}",
+        "--db_host=127.0.0.1",
+        "--db_user=" + os.environ.get("PGUSER", "root"),
+        f"--http-port={free_port()}",
+        "--stop-after-init",
+        "--log-level=info",
+        "--http-interface=127.0.0.1",
+        *args,
+    ]
+
+
+def run_odoo(command, log_path, env=None):
+    """Run Odoo, keep its log, return (exit code, log text)."""
+    started = time.monotonic()
+    with open(log_path, "w", encoding="utf-8") as log:
+        code = subprocess.run(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, check=False
+        ).returncode
+    text = Path(log_path).read_text(encoding="utf-8", errors="replace")
+    print(f"  ({time.monotonic() - started:.0f} s, log: {log_path})")
+    return code, text
+
+
+def dropdb(database):
+    subprocess.run(
+        ["dropdb", "--if-exists", "-h", "127.0.0.1", database], check=False, capture_output=True
+    )
+
+
+def report(name, code, text):
+    """Print Odoo's result line and return True when the run passed."""
+    results = RESULT_LINE.findall(text)
+    problems = [
+        line
+        for line in text.splitlines()
+        if re.search(r" (ERROR|CRITICAL) ", line) or (" WARNING " in line and ADDON in line)
+    ]
+    for line in problems[:40]:
+        print(f"  {line[:400]}")
+    if not results:
+        print(f"{name}: no Odoo result line (exit {code})")
+        return False
+    failed, errors, ran = (int(n) for n in results[-1])
+    print(f"{name}: {ran - failed - errors} passed, {failed + errors} failed ({ran} tests)")
+    return code == 0 and not failed and not errors and ran > 0 and not problems
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tags", default=f"/{ADDON}", help="Odoo --test-tags for the addon run")
+    parser.add_argument("--no-compat", action="store_true", help="skip Odoo's own mail tests")
+    options = parser.parse_args()
+    try:
+        src, python = find_odoo()
+    except LookupError as exc:
+        print(f"Odoo suite skipped: {exc}.")
+        return SKIPPED
+    ensure_addon_requirements(python)
+    VAR.mkdir(exist_ok=True)
+    stamp = f"{os.getpid()}_{int(time.time())}"
+    passed = True
+
+    database = f"mog_test_{stamp}"
+    print(f"Odoo suite: installing {ADDON} on a new database and running {options.tags}")
+    try:
+        code, text = run_odoo(
+            odoo_command(
+                src,
+                python,
+                database,
+                f"--init={ADDON}",
+                "--test-enable",
+                f"--test-tags={options.tags}",
+            ),
+            VAR / "odoo-suite.log",
+        )
+        passed &= report("Odoo suite", code, text)
+    finally:
+        dropdb(database)
+
+    if not options.no_compat:
+        database = f"mog_compat_{stamp}"
+        print("Odoo's own mail tests with the addon installed, every module loaded")
+        try:
+            code, text = run_odoo(
+                odoo_command(src, python, database, f"--init={ADDON},{','.join(COMPAT_MODULES)}"),
+                VAR / "odoo-compat-install.log",
+            )
+            if code:
+                print(f"Odoo's mail tests: install failed (exit {code})")
+                passed = False
+            else:
+                code, text = run_odoo(
+                    odoo_command(
+                        src,
+                        python,
+                        database,
+                        "--test-enable",
+                        f"--test-tags={COMPAT_TAGS}",
+                        all_modules_loaded=True,
+                    ),
+                    VAR / "odoo-compat.log",
+                )
+                passed &= report("Odoo's mail tests", code, text)
+        finally:
+            dropdb(database)
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

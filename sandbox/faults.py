@@ -1,0 +1,77 @@
+"""Injected faults: what the network or Microsoft's front door may do to a request."""
+
+import re
+import threading
+from dataclasses import dataclass
+
+KINDS = ("status", "reset", "timeout", "cut", "accept_then_drop")
+
+
+@dataclass(eq=False)
+class Fault:
+    kind: str
+    path: re.Pattern | None = None
+    method: str | None = None
+    mailbox: str | None = None
+    times: int | None = 1
+    status: int = 503
+    retry_after: float | str | None = None
+    probability: float | None = None
+    seconds: float = 5.0
+    code: str | None = None
+    body: object = None
+    hits: int = 0
+
+    def matches(self, request):
+        if self.method and self.method.upper() != request.method:
+            return False
+        if self.path is not None and not self.path.search(request.path):
+            return False
+        return not self.mailbox or (request.mailbox or "").lower() == self.mailbox.lower()
+
+
+class FaultInjector:
+    def __init__(self, rng):
+        self.rng = rng
+        self.faults = []
+        self._lock = threading.Lock()
+
+    def add(self, kind, path=None, method=None, mailbox=None, times=1, status=503, **options):
+        if kind not in KINDS:
+            raise ValueError(f"fault kind must be one of {KINDS}")
+        fault = Fault(
+            kind,
+            re.compile(path) if path else None,
+            method,
+            mailbox,
+            times,
+            status,
+            **options,
+        )
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def remove(self, fault):
+        with self._lock:
+            if fault in self.faults:
+                self.faults.remove(fault)
+
+    def clear(self):
+        with self._lock:
+            self.faults.clear()
+
+    def pick(self, request):
+        """The first matching fault that fires for this request, or None."""
+        with self._lock:
+            for fault in self.faults:
+                if fault.times is not None and fault.hits >= fault.times:
+                    continue
+                if not fault.matches(request):
+                    continue
+                # One draw per candidate keeps a seeded run reproducible.
+                if fault.probability is not None and self.rng.random() >= fault.probability:
+                    continue
+                fault.hits += 1
+                return fault
+        return None

@@ -207,7 +207,8 @@ class Sandbox:
         """Tokens as if the user had consented and signed in: a shortcut for tests of Graph.
 
         Returns a token answer like the token endpoint's (access_token, refresh_token, ...).
-        client_id defaults to the first registered app.
+        client_id defaults to the first registered app. As in Entra, consent accumulates: the
+        token carries every scope the user ever granted to the app, not only these.
         """
         with self.lock:
             user = self.directory.require_user(user_address)

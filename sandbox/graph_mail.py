@@ -48,8 +48,9 @@ def register(router, sb):
 def _looks_like_id(value):
     if not value.startswith("AAMkAG"):
         return False
+    rest = value[6:]
     try:
-        base64.urlsafe_b64decode(value[6:])
+        base64.urlsafe_b64decode(rest + "=" * (-len(rest) % 4))
     except ValueError:
         return False
     return True

@@ -56,6 +56,8 @@ class Sandbox:
         self._clear()
 
     def _clear(self):
+        # Requests still held (timeout faults) when a test resets belong to the old state.
+        self.epoch = getattr(self, "epoch", 0) + 1
         self.rng.seed(self.seed)
         self.clock.offset = 0.0
         self.directory = Directory(self.rng, self.clock)

@@ -161,7 +161,8 @@ def prelude(sb, request, route):
 
 def _take_limits(sb, app_id, mailbox_id):
     limits = sb.limits
-    if not limits.enter(app_id, mailbox_id):
+    leave = limits.enter(app_id, mailbox_id)
+    if leave is None:
         raise GraphError(
             429,
             "ApplicationThrottled",
@@ -170,14 +171,14 @@ def _take_limits(sb, app_id, mailbox_id):
         )
     wait = limits.admit(app_id, mailbox_id)
     if wait is not None:
-        limits.leave(app_id, mailbox_id)
+        leave()
         raise GraphError(
             429,
             "TooManyRequests",
             "Application is over its request limit for this mailbox. Please retry later.",
             retry_after=limits.retry_after(wait),
         )
-    return partial(limits.leave, app_id, mailbox_id)
+    return leave
 
 
 # query options -------------------------------------------------------------------------

@@ -82,17 +82,21 @@ class Limits:
             return None
 
     def enter(self, app_id, mailbox_id):
-        """Take a concurrency slot; False when all are taken."""
+        """Take a concurrency slot: a callable that gives it back, or None when all are taken."""
+        key = (app_id, mailbox_id)
         with self._lock:
-            key = (app_id, mailbox_id)
-            if self._running[key] >= self.concurrency:
-                return False
-            self._running[key] += 1
-            return True
+            # Bound to this counter, so a request still running across reset() cannot
+            # give back a slot of the new one.
+            running = self._running
+            if running[key] >= self.concurrency:
+                return None
+            running[key] += 1
 
-    def leave(self, app_id, mailbox_id):
-        with self._lock:
-            self._running[(app_id, mailbox_id)] -= 1
+        def leave():
+            with self._lock:
+                running[key] -= 1
+
+        return leave
 
     def in_flight(self, app_id, mailbox_id):
         with self._lock:

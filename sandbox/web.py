@@ -27,6 +27,7 @@ class Request:
         self.request_id = None
         self.client_request_id = headers.get("client-request-id")
         self.now = None
+        self.epoch = None
         # Filled by the pipeline for the log, faults and limits.
         self.mailbox = None
         self.app_id = None

@@ -1,0 +1,290 @@
+"""Delegated sign-in with Microsoft Entra ID through MSAL: authorization code flow
+with PKCE, code redemption and refresh-token rotation.
+
+MSAL keeps nothing between calls here: every operation builds its own
+application object with an empty token cache, so no token outlives the call in
+MSAL's memory, and MSAL's per-application memory of failed token requests
+(60 s for a 400, Retry-After for a 429 or 5xx) never answers a later attempt.
+The price is one OpenID configuration request per operation, a few per hour.
+Storing, sealing and locking tokens is the caller's business.
+"""
+
+import dataclasses
+import time
+
+import msal
+import requests
+
+from .errors import (
+    GraphAuthError,
+    GraphConfigError,
+    GraphTransientError,
+    error_from_exception,
+    error_from_token_response,
+)
+
+INCOMING = "incoming"
+OUTGOING = "outgoing"
+
+# Why each Graph permission is asked for; MSAL adds openid, profile and
+# offline_access (id token and refresh token) itself and refuses them here.
+SCOPE_REASONS = {
+    "User.Read": "read the signed-in account's id and address, to check it is the "
+    "mailbox's owner or has access to the shared mailbox",
+    "Mail.Send": "send mail as the signed-in user (outgoing server)",
+    "Mail.Send.Shared": "send as or on behalf of a shared mailbox the user has rights on "
+    "(outgoing server of a shared mailbox)",
+    "Mail.ReadWrite": "read new mail, mark it read and move it (incoming server)",
+    "Mail.ReadWrite.Shared": "the same in a shared mailbox the user has Full Access to "
+    "(incoming server of a shared mailbox)",
+}
+
+# direction -> (own mailbox, shared mailbox) scope names. A shared set keeps the
+# non-shared name beside it: the user's own mailbox stays reachable through /me,
+# and the .Shared permission already includes it, so nothing more is granted.
+_SCOPES = {
+    OUTGOING: (("Mail.Send",), ("Mail.Send", "Mail.Send.Shared")),
+    INCOMING: (("Mail.ReadWrite",), ("Mail.ReadWrite", "Mail.ReadWrite.Shared")),
+}
+
+TIMEOUT = (10, 30)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenSet:
+    """Tokens and the identity they were issued to; tokens never show in its repr."""
+
+    access_token: str = dataclasses.field(repr=False)
+    refresh_token: str | None = dataclasses.field(repr=False)
+    expires_at: int
+    scopes: tuple = ()
+    oid: str | None = None
+    tid: str | None = None
+    username: str | None = None
+    name: str | None = None
+    email: str | None = None
+
+    def expires_within(self, seconds, now=None):
+        return self.expires_at - (time.time() if now is None else now) <= seconds
+
+    def to_dict(self):
+        """Plain values for the caller to seal; the inverse of :meth:`from_dict`."""
+        return {**dataclasses.asdict(self), "scopes": list(self.scopes)}
+
+    @classmethod
+    def from_dict(cls, values):
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k in names}
+        return cls(**{**values, "scopes": tuple(values.get("scopes") or ())})
+
+    @classmethod
+    def from_msal(cls, result, previous_refresh_token=None, now=None):
+        claims = result.get("id_token_claims") or {}
+        scope = result.get("scope") or ()
+        now = int(time.time() if now is None else now)
+        return cls(
+            access_token=result["access_token"],
+            # Microsoft rotates refresh tokens; keep the old one when it sends none.
+            refresh_token=result.get("refresh_token") or previous_refresh_token,
+            expires_at=now + int(result.get("expires_in") or 0),
+            scopes=tuple(scope.split() if isinstance(scope, str) else scope),
+            oid=claims.get("oid"),
+            tid=claims.get("tid"),
+            username=claims.get("preferred_username"),
+            name=claims.get("name"),
+            email=claims.get("email"),
+        )
+
+
+def scopes_for(direction, shared, endpoints=None):
+    """The least-privilege Graph scopes of a server (see ``SCOPE_REASONS``).
+
+    With ``endpoints``, names are written the way that cloud expects.
+    """
+    if direction not in _SCOPES:
+        raise ValueError(f"Unknown mail direction: {direction!r}.")
+    names = (*_SCOPES[direction][1 if shared else 0], "User.Read")
+    return [endpoints.scope(name) if endpoints else name for name in names]
+
+
+def _scope_name(scope):
+    return scope.rsplit("/", 1)[-1].lower()
+
+
+class _MsalHttpClient:
+    """The caller's session as MSAL's HTTP client, with a timeout on every call
+    (MSAL adds none to a client it is given) and the status of the last POST."""
+
+    def __init__(self, session, timeout):
+        self.session = session
+        self.timeout = timeout
+        self.last_post_status = None
+
+    def post(self, url, **kwargs):
+        kwargs.setdefault("timeout", self.timeout)
+        response = self.session.post(url, **kwargs)
+        self.last_post_status = response.status_code
+        return response
+
+    def get(self, url, **kwargs):
+        kwargs.setdefault("timeout", self.timeout)
+        return self.session.get(url, **kwargs)
+
+    def close(self):
+        """The session belongs to the caller, who closes it."""
+
+
+class OutlookAuth:
+    """The OAuth 2.0 side of one Azure app registration in one tenant."""
+
+    def __init__(
+        self,
+        endpoints,
+        tenant,
+        client_id,
+        client_secret,
+        redirect_uri,
+        session=None,
+        timeout=TIMEOUT,
+    ):
+        self.endpoints = endpoints
+        self.tenant = tenant
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self.redirect_uri = redirect_uri
+        self.session = session or endpoints.session()
+        self.timeout = timeout
+
+    def __repr__(self):
+        return f"OutlookAuth(tenant={self.tenant!r}, client_id={self.client_id!r})"
+
+    def scopes_for(self, direction, shared):
+        return scopes_for(direction, shared, self.endpoints)
+
+    def _app(self):
+        http = _MsalHttpClient(self.session, self.timeout)
+        try:
+            app = msal.ConfidentialClientApplication(
+                self.client_id,
+                client_credential=self._client_secret,
+                authority=self.endpoints.authority(self.tenant),
+                # MSAL never runs instance discovery for the hosts of Microsoft's
+                # clouds; for any other host it would ask the global cloud, which
+                # custom endpoints and sovereign deployments must not depend on.
+                instance_discovery=False,
+                http_client=http,
+                token_cache=msal.TokenCache(),
+            )
+        except ValueError:
+            # MSAL's text quotes Microsoft's raw answer: keep it out.
+            raise GraphConfigError(
+                "The Microsoft sign-in endpoint of this tenant was not found. Check the "
+                "tenant and the Microsoft cloud (or custom authority URL) in Settings.",
+                code="openid-configuration",
+            ) from None
+        except (requests.RequestException, msal.exceptions.MsalServiceError) as exc:
+            raise _transport_error(exc) from None
+        return app, http
+
+    def start_flow(self, scopes, login_hint=None, prompt="select_account"):
+        """Start a sign-in: ``(auth_uri, flow)``.
+
+        ``flow`` holds the PKCE verifier, state and nonce: it is a secret for the
+        caller to keep server-side, sealed, and to use once.
+        """
+        app, _http = self._app()
+        flow = app.initiate_auth_code_flow(
+            list(scopes),
+            redirect_uri=self.redirect_uri,
+            login_hint=login_hint or None,
+            prompt=prompt or None,
+            response_mode="query",
+        )
+        return flow["auth_uri"], flow
+
+    def redeem(self, flow, query_params):
+        """Finish a sign-in from the query of Microsoft's redirect: a :class:`TokenSet`."""
+        query_params = dict(query_params)
+        app, http = self._app()
+        try:
+            result = app.acquire_token_by_auth_code_flow(dict(flow), query_params)
+        except ValueError:
+            # MSAL's text quotes both states: keep it out.
+            raise GraphAuthError(
+                "This sign-in link is stale or was not started here. Start the connection "
+                "again from Odoo.",
+                code="state_mismatch",
+            ) from None
+        except (requests.RequestException, msal.exceptions.MsalServiceError) as exc:
+            raise _transport_error(exc) from None
+        except RuntimeError:
+            # Nonce mismatch, or an id token MSAL could not read (its text holds claims).
+            raise GraphAuthError(
+                "Microsoft's answer to this sign-in could not be verified. Start the "
+                "connection again from Odoo.",
+                code="id_token_invalid",
+            ) from None
+        if "error" in result:
+            status = None if query_params.get("error") else http.last_post_status
+            raise error_from_token_response(status, result)
+        tokens = self._tokens(result, http)
+        if not tokens.refresh_token:
+            raise GraphAuthError(
+                "Microsoft granted no refresh token, so the connection would stop within "
+                "the hour. Connect again and accept all the requested permissions.",
+                code="no_refresh_token",
+            )
+        self._check_granted(flow.get("scope") or (), tokens.scopes)
+        return tokens
+
+    def refresh(self, refresh_token, scopes):
+        """New tokens from a refresh token. Store the returned refresh token: Microsoft
+        rotates it and the old one must be discarded."""
+        app, http = self._app()
+        try:
+            result = app.acquire_token_by_refresh_token(refresh_token, list(scopes))
+        except (requests.RequestException, msal.exceptions.MsalServiceError) as exc:
+            raise _transport_error(exc) from None
+        if "error" in result:
+            raise error_from_token_response(http.last_post_status, result)
+        return self._tokens(result, http, previous_refresh_token=refresh_token)
+
+    @staticmethod
+    def _tokens(result, http, previous_refresh_token=None):
+        if not result.get("access_token"):
+            raise GraphTransientError(
+                "Microsoft's token answer held no access token; try again later.",
+                status=http.last_post_status,
+                code="no_access_token",
+            )
+        return TokenSet.from_msal(result, previous_refresh_token)
+
+    @staticmethod
+    def _check_granted(requested, granted):
+        """A tenant may grant fewer permissions than asked; say which one is missing
+        now rather than fail on the first send or fetch."""
+        if not granted:
+            return
+        have = {_scope_name(s) for s in granted}
+        missing = sorted(s for s in requested if _scope_name(s) not in have)
+        missing = [s for s in missing if _scope_name(s) not in _MSAL_SCOPES]
+        if missing:
+            raise GraphConfigError(
+                "Microsoft did not grant the permission(s) "
+                f"{', '.join(s.rsplit('/', 1)[-1] for s in missing)}. Add them to the Azure app's "
+                "API permissions (Microsoft Graph, delegated), grant consent, then connect again.",
+                code="scope_not_granted",
+            )
+
+
+_MSAL_SCOPES = frozenset({"openid", "profile", "offline_access"})
+
+
+def _transport_error(exc):
+    if isinstance(exc, msal.exceptions.MsalServiceError):
+        # MSAL raises this for a 5xx of the token or discovery endpoint.
+        return GraphTransientError(
+            "Microsoft's sign-in service is unavailable; try again in a few minutes.",
+            code="MsalServiceError",
+        )
+    return error_from_exception(exc)

@@ -118,7 +118,12 @@ class Sandbox:
     def add_app(
         self, tenant, client_id, client_secret, redirect_uris, secret_expires_at=None, **options
     ):
-        """Register an app. options: multi_tenant, display_name, permissions (Graph scopes)."""
+        """Register an app. options: multi_tenant, display_name, permissions (Graph scopes).
+
+        secret_expires_at: epoch seconds or a datetime (sandbox clock).
+        """
+        if isinstance(secret_expires_at, datetime.datetime):
+            secret_expires_at = secret_expires_at.timestamp()
         with self.lock:
             return self.directory.add_app(
                 tenant,

@@ -1,4 +1,17 @@
-"""Injected faults: what the network or Microsoft's front door may do to a request."""
+"""Injected faults: what the network or Microsoft's front door may do to a request.
+
+Kinds, applied to requests whose path matches the regex (re.search), method and mailbox:
+- "status": answer `status` at once with a Graph- or Entra-shaped error body (by path), or
+  with `body` (str/bytes as HTML, dict as JSON); `Retry-After: retry_after` when given.
+- "reset": close the connection with a TCP reset before any answer; nothing runs.
+- "timeout": hold the request `seconds`, then run it and answer (to a client that has
+  probably given up); a held Graph request keeps its concurrency slot.
+- "cut": run the request, send the headers and half the body, then close. An empty body
+  has no half: such answers arrive whole.
+- "accept_then_drop": run the request (its effect is committed), then reset the connection.
+`times` matching requests fire (None: all); with `probability` each match fires on a draw
+from the sandbox's seeded random generator, so a run is reproducible from the seed.
+"""
 
 import re
 import threading

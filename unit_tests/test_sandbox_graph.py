@@ -1,9 +1,12 @@
 """Graph v1.0 reading endpoints of the sandbox, over real TLS with requests."""
 
 import pytest
+import requests
 
+from sandbox import SECRET_MARKER
 from sandbox.defaults import ADMIN, ALICE, SALES
 from sandbox.directory import WELL_KNOWN_FOLDERS
+from sandbox.leak_guard import find_leaks
 
 FIRST = (
     b"From: Bob Sender <bob@example.test>\r\n"
@@ -287,3 +290,18 @@ def test_request_log(sandbox, graph):
     assert first.mailbox == ADMIN and first.client_request_id == "abc"
     assert first["app_id"] == "11111111-1111-1111-1111-111111111111"
     assert (second.status, second.mailbox) == (403, SALES)
+
+
+def test_tls_is_real(sandbox):
+    """Without the sandbox CA, certificate verification fails."""
+    session = requests.Session()
+    session.trust_env = False
+    with pytest.raises(requests.exceptions.SSLError):
+        session.get(f"{sandbox.graph_url}/me")
+    session.close()
+
+
+def test_find_leaks():
+    found = find_leaks(["clean", None, b"x 1.AR8A-SBXSECRET-abc y", 42, f"{SECRET_MARKER}"])
+    assert [index for index, _ in found] == [2, 4]
+    assert "SBXSECRET" in found[0][1]

@@ -56,7 +56,8 @@ class GraphError(Exception):
         if self.status:
             parts.append(f"HTTP {self.status}")
         if self.code:
-            parts.append(f"AADSTS{self.code}" if self.code.isdigit() else self.code)
+            code = str(self.code)
+            parts.append(f"AADSTS{code}" if code.isdigit() else code)
         if self.request_id:
             parts.append(f"request-id {self.request_id}")
         return ", ".join(parts)

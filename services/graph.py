@@ -116,6 +116,8 @@ class GraphClient:
         ``authorize=False`` sends no bearer token (pre-authenticated upload URLs).
         A bearer token is only ever sent to the Graph host. Raises a
         :class:`~.errors.GraphError` subclass unless the status is in ``expected``.
+        With ``stream=True`` the mailbox slot is freed once the headers are in: the
+        caller reads (and closes) the body outside the concurrency cap.
         """
         url = self.endpoints.graph_url(path_or_url)
         if authorize and _origin(url) != self._graph_origin:

@@ -16,7 +16,7 @@ import uuid
 import requests
 
 from .errors import (
-    GraphError,
+    GraphPermanentError,
     GraphTransientError,
     error_from_exception,
     error_from_graph_response,
@@ -180,7 +180,7 @@ class GraphClient:
     def _error_for(self, response):
         status = response.status_code
         if status < 400:
-            return GraphError(
+            return GraphPermanentError(
                 "Microsoft Graph gave an unexpected answer.",
                 status=status,
                 request_id=response.headers.get("request-id"),

@@ -199,6 +199,7 @@ def _default_login(sb, app, tenant, hint):
 def authorize(sb, request):
     query = request.query
     segment = request.params["tenant"]
+    request.app_id = query.get("client_id")
     if segment.lower() == "consumers":
         raise EntraPageError(90002, tenant=segment)
     tenant = _tenant(sb, segment, page=True)
@@ -403,6 +404,7 @@ def token(sb, request):
     if not grant_type:
         raise EntraError(900144, field="grant_type")
     client_id, secret = _client_credentials(request, form)
+    request.app_id = client_id
     app = _app(sb, client_id, tenant, segment)
     _check_secret(app, secret, request.now)
     if grant_type == "authorization_code":

@@ -9,7 +9,8 @@ from .graph_common import FOLDER, add_route, metadata, paged, param, selection
 from .messages import MESSAGE_PROPERTIES, parse_moment
 from .web import Response, json_response
 
-MESSAGE = r"/messages/(?P<message>[^/]+)"
+# "delta" names the delta query (a later module), never a message.
+MESSAGE = r"/messages/(?P<message>(?!delta$)[^/]+)"
 FOLDER_PROPERTIES = (
     "id",
     "displayName",

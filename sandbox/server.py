@@ -208,9 +208,11 @@ class Pipeline:
             with sb.lock:
                 request.mailbox = route.peek(request)
         fault = sb.faults.pick(request)
+        # Each entry is logged before the client can see anything, so a client that has
+        # its answer (or its dropped connection) always finds the entry in the log.
         if fault and fault.kind == "reset":
-            self._drop(handler)
             self._log(request, None, fault)
+            self._drop(handler)
             return
         if fault and fault.kind == "status":
             response = _status_fault(fault, family, request)
@@ -218,11 +220,11 @@ class Pipeline:
             response = self._run(request, route, allowed, family, too_large, fault)
         response.headers.setdefault("request-id", request.request_id)
         response.headers.setdefault("client-request-id", request.client_request_id)
+        self._log(request, response.status, fault)
         if fault and fault.kind == "accept_then_drop":
             self._drop(handler)
         else:
             self._send(handler, request, response, cut=bool(fault and fault.kind == "cut"))
-        self._log(request, response.status, fault)
 
     def _run(self, request, route, allowed, family, too_large, fault):
         sb = self.sb

@@ -534,3 +534,11 @@ def test_public_client_sends_no_secret(sandbox, graph_session):
     flow = public.initiate_auth_code_flow(["Mail.Read"], redirect_uri="http://localhost:8400")
     result = public.acquire_token_by_auth_code_flow(flow, sandbox.sign_in(flow["auth_uri"]).params)
     assert "access_token" in result
+
+
+def test_log_names_the_app_of_entra_requests(sandbox, connect):
+    sandbox.clear_log()
+    connect()
+    paths = {entry.path.rsplit("/", 1)[-1]: entry for entry in sandbox.requests}
+    assert paths["authorize"].app_id == CLIENT_ID and paths["token"].app_id == CLIENT_ID
+    assert paths["token"].status == 200 and paths["token"].client_request_id  # MSAL sends one

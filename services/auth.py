@@ -34,16 +34,21 @@ SCOPE_REASONS = {
     "Mail.Send": "send mail as the signed-in user (outgoing server)",
     "Mail.Send.Shared": "send as or on behalf of a shared mailbox the user has rights on "
     "(outgoing server of a shared mailbox)",
-    "Mail.ReadWrite": "read new mail, mark it read and move it (incoming server)",
+    "Mail.ReadWrite": "read new mail, mark it read and move it (incoming server); create "
+    "the draft a sent mail leaves from, which is the only way Graph names the sent "
+    "message's id and the only way to upload attachments over 3 MB (outgoing server)",
     "Mail.ReadWrite.Shared": "the same in a shared mailbox the user has Full Access to "
-    "(incoming server of a shared mailbox)",
+    "(servers of a shared mailbox)",
 }
 
 # direction -> (own mailbox, shared mailbox) scope names. A shared set keeps the
 # non-shared name beside it: the user's own mailbox stays reachable through /me,
 # and the .Shared permission already includes it, so nothing more is granted.
 _SCOPES = {
-    OUTGOING: (("Mail.Send",), ("Mail.Send", "Mail.Send.Shared")),
+    OUTGOING: (
+        ("Mail.Send", "Mail.ReadWrite"),
+        ("Mail.Send", "Mail.ReadWrite", "Mail.Send.Shared", "Mail.ReadWrite.Shared"),
+    ),
     INCOMING: (("Mail.ReadWrite",), ("Mail.ReadWrite", "Mail.ReadWrite.Shared")),
 }
 

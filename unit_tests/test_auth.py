@@ -89,8 +89,14 @@ def token_posts(sandbox):
 
 
 def test_scopes_per_server_kind():
-    assert scopes_for("outgoing", False) == ["Mail.Send", "User.Read"]
-    assert scopes_for("outgoing", True) == ["Mail.Send", "Mail.Send.Shared", "User.Read"]
+    assert scopes_for("outgoing", False) == ["Mail.Send", "Mail.ReadWrite", "User.Read"]
+    assert scopes_for("outgoing", True) == [
+        "Mail.Send",
+        "Mail.ReadWrite",
+        "Mail.Send.Shared",
+        "Mail.ReadWrite.Shared",
+        "User.Read",
+    ]
     assert scopes_for("incoming", False) == ["Mail.ReadWrite", "User.Read"]
     assert scopes_for("incoming", True) == ["Mail.ReadWrite", "Mail.ReadWrite.Shared", "User.Read"]
     every = {
@@ -105,6 +111,7 @@ def test_national_clouds_qualify_scope_names():
     usgov = Endpoints.for_cloud("usgov_l4")
     assert scopes_for("outgoing", False, usgov) == [
         "https://graph.microsoft.us/Mail.Send",
+        "https://graph.microsoft.us/Mail.ReadWrite",
         "https://graph.microsoft.us/User.Read",
     ]
     assert scopes_for("incoming", False, Endpoints.for_cloud("global")) == [

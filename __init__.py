@@ -1,2 +1,7 @@
 from . import controllers
 from . import models
+from .services.redact import install_redaction
+
+# Before any request runs: Odoo's access log and MSAL would otherwise print
+# OAuth codes and tokens.
+install_redaction()

@@ -8,6 +8,12 @@
     "author": "microsoft_outlook_graph developers",
     "depends": ["microsoft_outlook"],
     "external_dependencies": {"python": ["msal", "cryptography", "requests"]},
-    "data": [],
+    "data": [
+        "security/ir.model.access.csv",
+        "views/ir_mail_server_views.xml",
+        "views/fetchmail_server_views.xml",
+        "views/res_config_settings_views.xml",
+        "views/templates.xml",
+    ],
     "installable": True,
 }

@@ -1,0 +1,473 @@
+import json
+import logging
+import os
+import time
+
+from odoo import api, fields, models, tools
+from odoo.exceptions import AccessError, UserError
+from odoo.modules.registry import Registry
+
+from ..services.auth import OutlookAuth, scopes_for
+from ..services.endpoints import Endpoints, EndpointsError
+from ..services.errors import GraphAuthError, GraphConfigError, GraphError
+from ..services.graph import GraphClient
+from ..services.vault import Vault, VaultError, config_secrets_from
+
+_logger = logging.getLogger(__name__)
+
+CONFIG_PREFIX = "microsoft_outlook_graph."
+CONFIG_SECRET_OPTION = "microsoft_outlook_graph_vault_secret"  # noqa: S105 - an option name
+REDIRECT_PATH = "/microsoft_outlook/confirm"
+# Refresh a little before Microsoft would refuse the access token.
+REFRESH_MARGIN = 300
+
+
+class MicrosoftOutlookGraphMixin(models.AbstractModel):
+    """An Outlook mailbox reached through Microsoft Graph: its connection and tokens.
+
+    Tokens live only in ``microsoft_graph_tokens_sealed``, sealed by the vault;
+    every HTTP call and every cryptographic step is made by ``services``.
+    """
+
+    _name = "microsoft.outlook.graph.mixin"
+    _description = "Microsoft Graph Mailbox Connection"
+
+    # Set by the server models: "outgoing" or "incoming".
+    _microsoft_graph_direction = None
+
+    microsoft_graph_mailbox_kind = fields.Selection(
+        [("personal", "Personal mailbox"), ("shared", "Shared mailbox")],
+        string="Mailbox Type",
+        default="personal",
+        required=True,
+        help="A shared mailbox is reached through the Microsoft account that connects it; "
+        "that account needs Full Access (and Send As to send) in Exchange.",
+    )
+    microsoft_graph_tokens_sealed = fields.Char(
+        "Sealed Microsoft Tokens", groups="base.group_system", copy=False
+    )
+    microsoft_graph_token_expires_at = fields.Datetime(
+        "Access Token Expiry", copy=False, readonly=True
+    )
+    microsoft_graph_account_oid = fields.Char("Microsoft Account Id", copy=False, readonly=True)
+    microsoft_graph_account_tid = fields.Char("Microsoft Tenant Id", copy=False, readonly=True)
+    microsoft_graph_account_name = fields.Char("Connected Account", copy=False, readonly=True)
+    microsoft_graph_account_address = fields.Char(
+        "Connected Account Address", copy=False, readonly=True
+    )
+    microsoft_graph_scopes = fields.Char("Granted Permissions", copy=False, readonly=True)
+    microsoft_graph_needs_reconnect = fields.Boolean(copy=False, readonly=True)
+    microsoft_graph_last_error = fields.Text("Last Microsoft Error", copy=False, readonly=True)
+    microsoft_graph_status = fields.Selection(
+        [
+            ("not_connected", "Not connected"),
+            ("valid", "Outlook Token Valid"),
+            ("reconnect", "Reconnect needed"),
+        ],
+        string="Outlook Connection",
+        compute="_compute_microsoft_graph_status",
+    )
+    microsoft_graph_vault_warning = fields.Boolean(compute="_compute_microsoft_graph_vault_warning")
+
+    @api.depends("microsoft_graph_tokens_sealed", "microsoft_graph_needs_reconnect")
+    def _compute_microsoft_graph_status(self):
+        for record in self:
+            sealed = record.sudo().microsoft_graph_tokens_sealed
+            if not sealed:
+                record.microsoft_graph_status = "not_connected"
+            elif record.microsoft_graph_needs_reconnect or not record._microsoft_graph_can_open(
+                sealed
+            ):
+                record.microsoft_graph_status = "reconnect"
+            else:
+                record.microsoft_graph_status = "valid"
+
+    def _compute_microsoft_graph_vault_warning(self):
+        self.microsoft_graph_vault_warning = not self._microsoft_graph_vault().has_config_secret
+
+    # ------------------------------------------------------------------
+    # Configuration
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _microsoft_graph_vault(self):
+        uuid = self.env["ir.config_parameter"].sudo().get_param("database.uuid")
+        secrets = config_secrets_from(tools.config.get(CONFIG_SECRET_OPTION), os.environ)
+        return Vault(uuid, secrets)
+
+    @api.model
+    def _microsoft_graph_param(self, key, default=None):
+        return self.env["ir.config_parameter"].sudo().get_param(CONFIG_PREFIX + key, default)
+
+    @api.model
+    def _microsoft_graph_endpoints(self):
+        try:
+            return Endpoints.for_cloud(
+                self._microsoft_graph_param("cloud", "global"),
+                authority_base=self._microsoft_graph_param("authority_url"),
+                graph_base=self._microsoft_graph_param("graph_url"),
+                ca_file=self._microsoft_graph_param("ca_file"),
+            )
+        except EndpointsError as exc:
+            raise UserError(
+                self.env._("The Microsoft Graph endpoints in Settings cannot be used: %s", exc)
+            ) from None
+
+    @api.model
+    def _microsoft_graph_redirect_uri(self):
+        return tools.urls.urljoin(self.get_base_url(), REDIRECT_PATH)
+
+    @api.model
+    def _microsoft_graph_client_secret(self):
+        """The Azure client secret: sealed by this addon, else Odoo's plaintext one."""
+        sealed = self._microsoft_graph_param("client_secret_sealed")
+        if sealed:
+            try:
+                return self._microsoft_graph_vault().open(sealed, "client_secret")
+            except VaultError:
+                raise UserError(
+                    self.env._(
+                        "The Outlook client secret in Settings was sealed with another key "
+                        "(the database was copied or the vault secret changed). "
+                        "Enter it again in Settings."
+                    )
+                ) from None
+        return self.env["ir.config_parameter"].sudo().get_param("microsoft_outlook_client_secret")
+
+    @api.model
+    def _microsoft_graph_auth(self):
+        Config = self.env["ir.config_parameter"].sudo()
+        client_id = Config.get_param("microsoft_outlook_client_id")
+        client_secret = self._microsoft_graph_client_secret()
+        if not client_id or not client_secret:
+            raise UserError(
+                self.env._(
+                    "Enter the Outlook Client ID and Client Secret of your Azure app in "
+                    "Settings > General Settings > Outlook before connecting a mailbox."
+                )
+            )
+        endpoints = self._microsoft_graph_endpoints()
+        return OutlookAuth(
+            endpoints,
+            tenant=self._microsoft_graph_param("tenant", "common"),
+            client_id=client_id,
+            client_secret=client_secret,
+            redirect_uri=self._microsoft_graph_redirect_uri(),
+            session=endpoints.session(),
+        )
+
+    def _microsoft_graph_scopes_requested(self):
+        self.ensure_one()
+        return scopes_for(
+            self._microsoft_graph_direction,
+            shared=self.microsoft_graph_mailbox_kind == "shared",
+            endpoints=self._microsoft_graph_endpoints(),
+        )
+
+    def _microsoft_graph_mailbox_address(self):
+        self.ensure_one()
+        return tools.email_normalize(self[self._email_field]) or False
+
+    # ------------------------------------------------------------------
+    # Buttons
+    # ------------------------------------------------------------------
+
+    def _microsoft_graph_check_can_manage(self):
+        """Administrators manage every server; a user only their own personal server."""
+        self.ensure_one()
+        if self.env.is_admin():
+            return
+        owner = self.sudo()._fields.get("owner_user_id") and self.sudo().owner_user_id
+        if not owner or owner != self.env.user or not self.env.user._is_internal():
+            raise AccessError(self.env._("Only administrators can connect this mail server."))
+
+    def action_microsoft_graph_connect(self):
+        """Start the sign-in at Microsoft (Connect and Reconnect)."""
+        self.ensure_one()
+        self._microsoft_graph_check_can_manage()
+        address = self._microsoft_graph_mailbox_address()
+        if not address:
+            raise UserError(self.env._("Enter the mailbox address before connecting it."))
+        record = self.sudo()
+        auth = record._microsoft_graph_auth()
+        try:
+            auth_uri, flow = auth.start_flow(
+                record._microsoft_graph_scopes_requested(),
+                login_hint=address if record.microsoft_graph_mailbox_kind == "personal" else None,
+            )
+        except GraphError as exc:
+            raise UserError(exc.user_message) from None
+        self.env["microsoft.outlook.graph.flow"].sudo()._start(record, flow)
+        return {"type": "ir.actions.act_url", "url": auth_uri, "target": "self"}
+
+    def _microsoft_graph_finish_connect(self, flow_sealed, auth_response):
+        """Redeem the code, check who signed in, and only then store anything.
+
+        A personal mailbox must belong to the account Microsoft vouches for (its
+        ``oid`` from the id_token equals the ``/me`` id, and ``/me`` names the
+        mailbox); a shared mailbox must be reachable by that account.
+        """
+        self.ensure_one()
+        flow = json.loads(self._microsoft_graph_vault().open(flow_sealed, "flow"))
+        token_set = self._microsoft_graph_auth().redeem(flow, auth_response)
+        endpoints = self._microsoft_graph_endpoints()
+        client = GraphClient(
+            endpoints, endpoints.session(), lambda force_refresh=False: token_set.access_token
+        )
+        me = client.me()
+        address = self._microsoft_graph_mailbox_address()
+        signed_in = {
+            tools.email_normalize(value)
+            for value in (me.get("mail"), me.get("userPrincipalName"))
+            if value
+        }
+        if me.get("id") != token_set.oid:
+            raise UserError(
+                self.env._("Microsoft's answers about the signed-in account disagree. Try again.")
+            )
+        if self.microsoft_graph_mailbox_kind == "personal" and address not in signed_in:
+            raise UserError(
+                self.env._(
+                    "You signed in to Microsoft as %(account)s, but this server is for the "
+                    "mailbox %(mailbox)s. Sign in with that mailbox's own account, or set the "
+                    "mailbox type to Shared if %(account)s has access to it.",
+                    account=", ".join(sorted(signed_in)) or token_set.username,
+                    mailbox=address,
+                )
+            )
+        if self.microsoft_graph_mailbox_kind == "shared":
+            try:
+                client.get_json(f"/users/{address}/mailFolders/inbox", params={"$select": "id"})
+            except GraphError:
+                raise UserError(
+                    self.env._(
+                        "The account %(account)s cannot open the shared mailbox %(mailbox)s. "
+                        "Grant it Full Access (and Send As, to send) in the Exchange admin "
+                        "center, then connect again.",
+                        account=token_set.username,
+                        mailbox=address,
+                    )
+                ) from None
+        self._microsoft_graph_store_tokens(
+            token_set,
+            account={
+                "active": True,
+                "microsoft_graph_account_oid": token_set.oid,
+                "microsoft_graph_account_tid": token_set.tid,
+                "microsoft_graph_account_name": me.get("displayName") or token_set.name,
+                "microsoft_graph_account_address": me.get("mail") or token_set.username,
+            },
+        )
+        _logger.info(
+            "[Graph API] %s #%s connected to the Outlook mailbox %s (%s)",
+            self._name,
+            self.id,
+            address,
+            self.microsoft_graph_mailbox_kind,
+        )
+
+    def action_microsoft_graph_disconnect(self):
+        self.ensure_one()
+        self._microsoft_graph_check_can_manage()
+        self.sudo()._microsoft_graph_wipe()
+        return True
+
+    def _microsoft_graph_wipe(self):
+        self.write(
+            {
+                "microsoft_graph_tokens_sealed": False,
+                "microsoft_graph_token_expires_at": False,
+                "microsoft_graph_account_oid": False,
+                "microsoft_graph_account_tid": False,
+                "microsoft_graph_account_name": False,
+                "microsoft_graph_account_address": False,
+                "microsoft_graph_scopes": False,
+                "microsoft_graph_needs_reconnect": False,
+                "microsoft_graph_last_error": False,
+            }
+        )
+
+    def _microsoft_graph_test(self):
+        """Call Graph as the server will, and say in plain words what works.
+
+        :return: a list of sentences describing what was checked
+        """
+        self.ensure_one()
+        address = self._microsoft_graph_mailbox_address()
+        client = self._microsoft_graph_client()
+        try:
+            me = client.me()
+            checks = [
+                self.env._(
+                    "Signed in to Microsoft as %(name)s (%(address)s).",
+                    name=me.get("displayName"),
+                    address=me.get("mail") or me.get("userPrincipalName"),
+                )
+            ]
+            if self.microsoft_graph_mailbox_kind == "shared":
+                client.get_json(f"/users/{address}/mailFolders/inbox", params={"$select": "id"})
+                checks.append(self.env._("The connected account can open the mailbox %s.", address))
+                if self._microsoft_graph_direction == "outgoing":
+                    checks.append(
+                        self.env._(
+                            "To send as %s, the connected account also needs the Send As "
+                            "right on it in the Exchange admin center.",
+                            address,
+                        )
+                    )
+        except GraphError as exc:
+            self._microsoft_graph_record_error(exc)
+            raise UserError(
+                self.env._("Microsoft Graph refused the connection test: %s", exc.user_message)
+            ) from None
+        return checks
+
+    # ------------------------------------------------------------------
+    # Tokens
+    # ------------------------------------------------------------------
+
+    def _microsoft_graph_can_open(self, sealed):
+        try:
+            self._microsoft_graph_vault().open(sealed, "token")
+        except VaultError:
+            return False
+        return True
+
+    def _microsoft_graph_store_tokens(self, token_set, account=None):
+        """Seal a fresh token set on this record (after connect or refresh)."""
+        self.ensure_one()
+        sealed = self._microsoft_graph_vault().seal(
+            json.dumps(
+                {
+                    "access_token": token_set.access_token,
+                    "refresh_token": token_set.refresh_token,
+                    "expires_at": token_set.expires_at,
+                }
+            ),
+            "token",
+        )
+        values = {
+            "microsoft_graph_tokens_sealed": sealed,
+            "microsoft_graph_token_expires_at": fields.Datetime.to_datetime(
+                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(token_set.expires_at))
+            ),
+            "microsoft_graph_scopes": " ".join(sorted(token_set.scopes)),
+            "microsoft_graph_needs_reconnect": False,
+            "microsoft_graph_last_error": False,
+        }
+        if account:
+            values.update(account)
+        self.sudo().write(values)
+
+    def _microsoft_graph_access_token(self, force_refresh=False):
+        """Return a valid access token, refreshing it under a row lock when needed.
+
+        The refresh runs on its own cursor and commits at once: Microsoft rotates
+        the refresh token, and a rollback of the caller's transaction must not
+        lose the new one.
+        """
+        self.ensure_one()
+        record = self.sudo()
+        tokens = record._microsoft_graph_open_tokens()
+        if not force_refresh and tokens["expires_at"] - REFRESH_MARGIN > time.time():
+            return tokens["access_token"]
+        with Registry(self.env.cr.dbname).cursor() as cr:
+            locked = record.with_env(record.env(cr=cr))
+            cr.execute(
+                f'SELECT 1 FROM "{self._table}" WHERE id = %s FOR NO KEY UPDATE',  # noqa: S608
+                [self.id],
+            )
+            locked.invalidate_recordset()
+            fresh = locked._microsoft_graph_open_tokens()
+            if fresh["access_token"] != tokens["access_token"] or (
+                not force_refresh and fresh["expires_at"] - REFRESH_MARGIN > time.time()
+            ):
+                # Another worker refreshed while we waited for the lock.
+                token = fresh["access_token"]
+            else:
+                try:
+                    token_set = locked._microsoft_graph_auth().refresh(
+                        fresh["refresh_token"], locked._microsoft_graph_scopes_requested()
+                    )
+                except GraphAuthError as exc:
+                    locked._microsoft_graph_mark_reconnect(exc)
+                    cr.commit()  # pylint: disable=invalid-commit
+                    raise
+                locked._microsoft_graph_store_tokens(token_set)
+                token = token_set.access_token
+            cr.commit()  # pylint: disable=invalid-commit
+        record.invalidate_recordset()
+        return token
+
+    def _microsoft_graph_open_tokens(self):
+        sealed = self.microsoft_graph_tokens_sealed
+        if not sealed or self.microsoft_graph_needs_reconnect:
+            raise GraphAuthError(
+                user_message=self.env._(
+                    "The Outlook account of %s is not connected: reconnect it.", self.display_name
+                )
+            )
+        try:
+            return json.loads(self._microsoft_graph_vault().open(sealed, "token"))
+        except VaultError:
+            raise GraphAuthError(
+                user_message=self.env._(
+                    "The Outlook tokens of %s were sealed with another key (a copied database "
+                    "or a changed vault secret): reconnect it.",
+                    self.display_name,
+                )
+            ) from None
+
+    def _microsoft_graph_mark_reconnect(self, error):
+        """Flag the server once and tell its administrators once, not every run."""
+        self.ensure_one()
+        already = self.microsoft_graph_needs_reconnect
+        self.write(
+            {
+                "microsoft_graph_needs_reconnect": True,
+                "microsoft_graph_last_error": error.user_message,
+            }
+        )
+        if not already:
+            _logger.warning(
+                "[Graph API] %s #%s (%s) needs to be reconnected: %s",
+                self._name,
+                self.id,
+                self._microsoft_graph_mailbox_address(),
+                error.code,
+            )
+            self._microsoft_graph_notify_admins(
+                self.env._("Outlook mailbox %s must be reconnected", self.display_name),
+                error.user_message,
+            )
+
+    def _microsoft_graph_notify_admins(self, subject, body):
+        admins = self.env.ref("base.group_system").sudo().all_user_ids.filtered("active")
+        partners = admins.partner_id
+        if self._fields.get("owner_user_id") and self.owner_user_id:
+            partners = self.owner_user_id.partner_id
+        if partners:
+            self.env["mail.thread"].sudo().message_notify(
+                partner_ids=partners.ids,
+                subject=subject,
+                body=body,
+                model=self._name,
+                res_id=self.id,
+            )
+
+    def _microsoft_graph_record_error(self, error):
+        if isinstance(error, GraphAuthError):
+            self.sudo()._microsoft_graph_mark_reconnect(error)
+        elif isinstance(error, (GraphConfigError, GraphError)):
+            self.sudo().microsoft_graph_last_error = error.user_message
+
+    def _microsoft_graph_client(self):
+        self.ensure_one()
+        endpoints = self._microsoft_graph_endpoints()
+        address = self._microsoft_graph_mailbox_address()
+        return GraphClient(
+            endpoints,
+            endpoints.session(),
+            self._microsoft_graph_access_token,
+            mailbox=address if self.microsoft_graph_mailbox_kind == "shared" else None,
+        )

@@ -1,0 +1,433 @@
+"""Incoming mail through Microsoft Graph: delta queries on one folder, MIME through $batch.
+
+:class:`DeltaSync` walks the delta query of a mail folder one page at a time and fetches
+the MIME (``$value``) of that page's new messages in JSON batches of at most 20 steps.
+It keeps no state: the caller stores ``page.checkpoint`` (the next link, or the delta link
+after the last page) in the same transaction as the messages of that page, so a crash
+replays the page and the caller's de-duplication makes the import exactly-once
+(docs/incoming.md). Writes back to the mailbox (mark read, move) go through $batch too.
+"""
+
+import base64
+import binascii
+import datetime
+import logging
+import re
+import urllib.parse
+from dataclasses import dataclass, field, replace
+
+from requests.structures import CaseInsensitiveDict
+
+from .errors import (
+    GraphAuthError,
+    GraphError,
+    GraphPermanentError,
+    GraphTransientError,
+    error_from_graph_response,
+)
+from .graph import quote_segment
+
+_logger = logging.getLogger(__name__)
+
+# What a delta page needs to say which messages are new; the MIME carries the rest.
+DELTA_SELECT = ("id", "internetMessageId", "receivedDateTime", "isRead", "parentFolderId")
+# Ids that survive moves, so an imported message can still be marked read or moved.
+IMMUTABLE_IDS = 'IdType="ImmutableId"'
+MAX_BATCH_STEPS = 20
+# The baseline only wants the delta link at the end: as few pages as Graph will serve.
+BASELINE_PAGE_SIZE = 1000
+# After a 410 the new round starts this long before the last import: a message can reach
+# the folder (delivery delay, a move) with a receivedDateTime older than ones already seen.
+RESYNC_MARGIN = datetime.timedelta(hours=1)
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+class DeltaTokenExpired(GraphError):
+    """Graph forgot the delta state (410 syncStateNotFound): start a new round.
+
+    ``location`` is Graph's fresh initial delta URL when it sent one; it restarts the
+    whole folder, so :meth:`DeltaSync.resync_link` from the last import is usually cheaper.
+    """
+
+    default_message = (
+        "Microsoft 365 no longer knows where the mailbox synchronisation stopped; "
+        "it starts again from the last imported message."
+    )
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """A new message of a delta page: its MIME in ``raw``, or why not in ``error``."""
+
+    id: str
+    internet_message_id: str | None
+    received: datetime.datetime | None
+    raw: bytes | None = None
+    error: GraphError | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    messages: list
+    removed_ids: list
+    next_link: str | None
+    delta_link: str | None
+    # New entries the caller's ``known`` callback already has: not fetched again.
+    known_ids: list = field(default_factory=list)
+
+    @property
+    def checkpoint(self):
+        """What to store with this page's messages: where the next run starts."""
+        return self.next_link or self.delta_link
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one write (mark read, move) for one message."""
+
+    id: str
+    error: GraphError | None = None
+    # The message's id after a move (the same one while ids are immutable).
+    new_id: str | None = None
+
+    @property
+    def ok(self):
+        return self.error is None
+
+
+class _StepAnswer:
+    """A $batch step's answer in the shape error_from_graph_response reads."""
+
+    def __init__(self, step):
+        self.status_code = step.get("status")
+        self.headers = CaseInsensitiveDict(step.get("headers") or {})
+        self._body = step.get("body")
+
+    def json(self):
+        if not isinstance(self._body, dict):
+            raise ValueError("no JSON body")
+        return self._body
+
+
+def _utc_text(moment):
+    if isinstance(moment, str):
+        moment = datetime.datetime.fromisoformat(moment)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(text):
+    try:
+        return datetime.datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def decode_value(body):
+    """The MIME bytes of a $value step: Graph sends non-JSON bodies base64-encoded inside
+    $batch, but a text body may also come as the text itself; a MIME message always has
+    a ':' in its headers, which base64 never contains."""
+    if not isinstance(body, str) or not body:
+        raise GraphPermanentError("Microsoft Graph sent no MIME content for the message.")
+    compact = "".join(body.split())
+    if _BASE64.fullmatch(compact):
+        try:
+            return base64.b64decode(compact, validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    return body.encode("utf-8")
+
+
+def _step_error(step):
+    if step is None:
+        return GraphTransientError("Microsoft Graph left a step of the batch unanswered.")
+    return error_from_graph_response(_StepAnswer(step))
+
+
+class DeltaSync:
+    """Delta pages of one folder of the client's mailbox, with the MIME of new messages.
+
+    ``client`` is a :class:`~.graph.GraphClient` (its mailbox, retries and sleep are used).
+    ``retry_rounds`` bounds how often a throttled or failed batch step is sent again, and
+    ``max_retry_wait`` how long one wait for it may be (Retry-After, else backoff).
+    """
+
+    def __init__(
+        self,
+        client,
+        folder="inbox",
+        page_size=50,
+        batch_size=MAX_BATCH_STEPS,
+        retry_rounds=3,
+        max_retry_wait=None,
+    ):
+        if not 1 <= batch_size <= MAX_BATCH_STEPS:
+            raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_STEPS}")
+        self.client = client
+        self.folder = folder
+        self.page_size = page_size
+        self.batch_size = batch_size
+        self.retry_rounds = retry_rounds
+        self.max_retry_wait = client.max_inline_wait if max_retry_wait is None else max_retry_wait
+        self._deferred_reads = []
+        self.read_outcomes = {}
+
+    # -- links -----------------------------------------------------------------------
+
+    def start_link(self, since=None):
+        """The first delta call: new messages only, the minimal $select, and with ``since``
+        (a datetime, UTC if naive, or ISO text) only those received from then on."""
+        params = [("$select", ",".join(DELTA_SELECT)), ("changeType", "created")]
+        if since is not None:
+            params.append(("$filter", f"receivedDateTime ge {_utc_text(since)}"))
+        path = self.client.mailbox_path(f"mailFolders/{quote_segment(self.folder)}/messages/delta")
+        query = urllib.parse.urlencode(params, quote_via=urllib.parse.quote, safe="$,:")
+        return f"{self.client.endpoints.graph_url(path)}?{query}"
+
+    def resync_link(self, since, margin=RESYNC_MARGIN):
+        """The first call of a new round after :class:`DeltaTokenExpired`.
+
+        ``since`` is the latest ``received`` of the imported messages (Microsoft's clock);
+        the round repeats what came after ``since - margin``, which the caller skips by
+        Graph id or internetMessageId (the ``known`` callback of :meth:`pages`).
+        ``since=None`` (nothing imported yet) replays the whole folder.
+        """
+        if since is None:
+            return self.start_link()
+        if isinstance(since, str):
+            since = datetime.datetime.fromisoformat(since)
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=datetime.UTC)
+        return self.start_link(since - margin)
+
+    def baseline(self, since_link=None):
+        """Walk a first round without importing anything; return its delta link.
+
+        This is "from now": later rounds report only what arrives after it. The pages
+        carry ids only and are as large as Graph serves, so a folder of N messages costs
+        about N / 1000 requests.
+        """
+        link = since_link or self.start_link()
+        while True:
+            body = self._delta_page(link, BASELINE_PAGE_SIZE)
+            link = body.get("@odata.nextLink")
+            if not link:
+                return self._require_link(body, "@odata.deltaLink")
+
+    # -- pages -----------------------------------------------------------------------
+
+    def pages(self, link, known=None):
+        """Yield one :class:`Page` per delta page, following next links.
+
+        Nothing is fetched ahead: the next delta page is asked for only when the caller
+        asks for the next Page. ``known(messages)`` may return the ids, among a page's new
+        :class:`IncomingMessage` values (without MIME yet), that the caller already has;
+        their MIME is not fetched. Raises :class:`DeltaTokenExpired` on a stale link.
+        """
+        while link:
+            body = self._delta_page(link, self.page_size)
+            entries = body.get("value") or []
+            removed = [e["id"] for e in entries if "@removed" in e]
+            fresh = {}
+            for entry in entries:
+                if "@removed" not in entry and entry["id"] not in fresh:
+                    fresh[entry["id"]] = IncomingMessage(
+                        entry["id"],
+                        entry.get("internetMessageId"),
+                        _parse_time(entry.get("receivedDateTime")),
+                    )
+            skip = set(known(list(fresh.values()))) if known and fresh else set()
+            wanted = [m for m in fresh.values() if m.id not in skip]
+            contents = self._fetch_values(wanted)
+            page = Page(
+                messages=[self._with_content(m, contents[m.id]) for m in wanted],
+                removed_ids=removed,
+                next_link=body.get("@odata.nextLink"),
+                delta_link=body.get("@odata.deltaLink"),
+                known_ids=[i for i in fresh if i in skip],
+            )
+            if not page.checkpoint:
+                self._require_link(body, "@odata.deltaLink")
+            _logger.debug(
+                "[Incoming Mail] delta page: %d new, %d known, %d removed, %s",
+                len(page.messages),
+                len(page.known_ids),
+                len(page.removed_ids),
+                "more to come" if page.next_link else "end of round",
+            )
+            yield page
+            link = page.next_link
+        self.flush()
+
+    def fetch(self, ids):
+        """The MIME of messages by id (a retry of ones that failed in a page)."""
+        messages = [IncomingMessage(i, None, None) for i in dict.fromkeys(ids)]
+        contents = self._fetch_values(messages)
+        return [self._with_content(m, contents[m.id]) for m in messages]
+
+    # -- writes ----------------------------------------------------------------------
+
+    def mark_read(self, ids):
+        """Mark messages read; returns {id: Outcome}, in the order given."""
+        answers = self._batch([(i, self._read_step(i)) for i in dict.fromkeys(ids)])
+        return {key: self._outcome(key, answer) for key, answer in answers.items()}
+
+    def mark_read_later(self, ids):
+        """Queue messages to mark read in the free steps of the next page's $batch requests.
+
+        Call it once a page is committed; what is still queued when :meth:`pages` ends
+        goes out then (or with :meth:`flush`). Results land in ``read_outcomes``.
+        """
+        self._deferred_reads.extend(i for i in ids if i not in self._deferred_reads)
+
+    def flush(self):
+        """Send the queued mark-read steps now; returns ``read_outcomes``."""
+        if self._deferred_reads:
+            self.read_outcomes.update(self.mark_read(self._deferred_reads))
+            self._deferred_reads = []
+        return self.read_outcomes
+
+    def move(self, ids, destination):
+        """Move messages to a folder (id or well-known name); returns {id: Outcome}
+        whose ``new_id`` names the moved message."""
+        steps = [
+            (
+                i,
+                {
+                    "method": "POST",
+                    "url": self.client.mailbox_path(f"messages/{quote_segment(i)}/move"),
+                    "headers": {"Content-Type": "application/json", "Prefer": IMMUTABLE_IDS},
+                    "body": {"destinationId": destination},
+                },
+            )
+            for i in dict.fromkeys(ids)
+        ]
+        return {key: self._outcome(key, answer) for key, answer in self._batch(steps).items()}
+
+    # -- internals -------------------------------------------------------------------
+
+    def _delta_page(self, link, page_size):
+        headers = {"Prefer": f"odata.maxpagesize={page_size}, {IMMUTABLE_IDS}"}
+        try:
+            response = self.client.request("GET", link, headers=headers)
+        except GraphError as exc:
+            if exc.status != 410:
+                raise
+            raise DeltaTokenExpired(
+                status=exc.status,
+                code=exc.code,
+                request_id=exc.request_id,
+                detail=exc.detail,
+                location=exc.location,
+            ) from exc
+        return self.client.json_of(response)
+
+    @staticmethod
+    def _require_link(body, name):
+        link = body.get(name)
+        if not link:
+            raise GraphTransientError(
+                "Microsoft Graph sent a delta page without a next or delta link."
+            )
+        return link
+
+    def _read_step(self, message_id):
+        return {
+            "method": "PATCH",
+            "url": self.client.mailbox_path(f"messages/{quote_segment(message_id)}"),
+            "headers": {"Content-Type": "application/json"},
+            "body": {"isRead": True},
+        }
+
+    def _fetch_values(self, messages):
+        """{id: answer or error} for the $value of messages; queued mark-read steps ride
+        along in the same batches."""
+        steps = [
+            (("value", m.id), {"method": "GET", "url": self._value_url(m.id)}) for m in messages
+        ]
+        queued = self._deferred_reads
+        steps += [(("read", i), self._read_step(i)) for i in queued]
+        answers = self._batch(steps) if steps else {}
+        # Dequeued only once sent: a failed batch leaves them for the next one.
+        self._deferred_reads = []
+        for i in queued:
+            self.read_outcomes[i] = self._outcome(i, answers[("read", i)])
+        return {m.id: answers[("value", m.id)] for m in messages}
+
+    def _value_url(self, message_id):
+        return self.client.mailbox_path(f"messages/{quote_segment(message_id)}/$value")
+
+    @staticmethod
+    def _with_content(message, answer):
+        if isinstance(answer, GraphError):
+            return replace(message, error=answer)
+        try:
+            return replace(message, raw=decode_value(answer.get("body")))
+        except GraphError as exc:
+            return replace(message, error=exc)
+
+    @staticmethod
+    def _outcome(key, answer):
+        if isinstance(answer, GraphError):
+            return Outcome(key, error=answer)
+        body = answer.get("body")
+        return Outcome(key, new_id=body.get("id") if isinstance(body, dict) else None)
+
+    def _batch(self, steps):
+        """Run (key, step) pairs through $batch; returns {key: step answer or GraphError}.
+
+        Throttled or failed steps (429, 5xx) go again in a later batch after their
+        Retry-After, at most ``retry_rounds`` times; other errors are final for their
+        step only. A step refused for the token fails the whole call: every other step
+        would fail the same way.
+        """
+        results = {}
+        pending = list(steps)
+        for round_number in range(self.retry_rounds + 1):
+            again = []
+            for start in range(0, len(pending), self.batch_size):
+                group = pending[start : start + self.batch_size]
+                answers = self._post_batch(group)
+                for key, step in group:
+                    answer = answers.get(key)
+                    status = answer.get("status") if answer else None
+                    if isinstance(status, int) and 200 <= status < 300:
+                        results[key] = answer
+                        continue
+                    error = _step_error(answer)
+                    if isinstance(error, GraphAuthError):
+                        raise error
+                    if isinstance(error, GraphTransientError) and round_number < self.retry_rounds:
+                        again.append((key, step, error))
+                    else:
+                        results[key] = error
+            if not again:
+                break
+            wait = max(
+                e.retry_after if e.retry_after is not None else 2.0**round_number
+                for _, _, e in again
+            )
+            if wait > self.max_retry_wait:
+                results.update((key, error) for key, _, error in again)
+                break
+            self.client.sleep(wait)
+            pending = [(key, step) for key, step, _ in again]
+        return {key: results[key] for key, _ in steps}
+
+    def _post_batch(self, group):
+        """One $batch request; returns {key: step answer} for the steps Graph answered."""
+        keys = {}
+        requests = []
+        for number, (key, step) in enumerate(group, 1):
+            keys[str(number)] = key
+            requests.append({"id": str(number), **step})
+        response = self.client.request("POST", "/$batch", json={"requests": requests})
+        body = self.client.json_of(response)
+        answers = {}
+        listed = body.get("responses") if isinstance(body, dict) else None
+        for answer in listed if isinstance(listed, list) else []:
+            key = keys.get(str(answer.get("id"))) if isinstance(answer, dict) else None
+            if key is not None:
+                answers[key] = answer
+        return answers

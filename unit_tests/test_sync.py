@@ -1,0 +1,341 @@
+"""services.sync.DeltaSync against the sandbox: delta pages, MIME through $batch, writes."""
+
+import base64
+import re
+import time
+
+import pytest
+
+from sandbox.defaults import ADMIN, ALICE, SALES
+from services.endpoints import Endpoints
+from services.errors import GraphPermanentError, GraphTransientError
+from services.graph import GraphClient
+from services.sync import DELTA_SELECT, DeltaSync, DeltaTokenExpired, decode_value
+
+
+class Tokens:
+    def __init__(self, sandbox, address=ADMIN, scopes=("User.Read", "Mail.ReadWrite")):
+        self.token = sandbox.issue_token(address, scopes, refresh=False)["access_token"]
+
+    def __call__(self, force_refresh=False):
+        return self.token
+
+
+class Sleeps(list):
+    def __call__(self, seconds):
+        self.append(seconds)
+
+
+@pytest.fixture
+def make_sync(sandbox):
+    endpoints = Endpoints.for_cloud("custom", sandbox.base_url, sandbox.base_url, sandbox.ca_file)
+    sessions = []
+
+    def make(address=ADMIN, scopes=("User.Read", "Mail.ReadWrite"), mailbox=None, **options):
+        session = endpoints.session()
+        sessions.append(session)
+        client = GraphClient(
+            endpoints, session, Tokens(sandbox, address, scopes), mailbox=mailbox, sleep=Sleeps()
+        )
+        return DeltaSync(client, **options)
+
+    yield make
+    for session in sessions:
+        session.close()
+
+
+def mime(number):
+    return (
+        f"From: bob@fabrikam.example\r\nTo: admin@contoso.test\r\nSubject: Message {number}\r\n"
+        f"Message-ID: <m{number}@fabrikam.example>\r\n\r\nHello {number}.\r\n"
+    ).encode()
+
+
+def deliver(sandbox, count, start=0, mailbox=ADMIN, **options):
+    return [sandbox.deliver(mailbox, mime(n), **options) for n in range(start, start + count)]
+
+
+def graph_log(sandbox, quiet=0.05, limit=2.0):
+    """Graph entries of the request log once it stops growing (entries land after answers)."""
+    deadline = time.monotonic() + limit
+    entries = sandbox.requests
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        if len(sandbox.requests) == len(entries):
+            break
+        entries = sandbox.requests
+    return [e for e in entries if e.path.startswith("/v1.0/")]
+
+
+def kinds(entries):
+    return ["batch" if e.path == "/v1.0/$batch" else "delta" for e in entries]
+
+
+def run(sync, link, **options):
+    """Every page of one round: (pages, the delta link ending it)."""
+    pages = list(sync.pages(link, **options))
+    assert all(p.next_link for p in pages[:-1]) and pages[-1].delta_link
+    return pages, pages[-1].delta_link
+
+
+def imported(pages):
+    return [m for page in pages for m in page.messages]
+
+
+# rounds and links ----------------------------------------------------------------------
+
+
+def test_first_round_imports_the_folder_with_its_mime(sandbox, make_sync):
+    ids = deliver(sandbox, 3)
+    sync = make_sync()
+    sandbox.clear_log()
+    pages, delta_link = run(sync, sync.start_link())
+    [page] = pages
+    assert [m.id for m in page.messages] == ids
+    assert [m.raw for m in page.messages] == [mime(n) for n in range(3)]
+    assert page.messages[0].internet_message_id == "<m0@fabrikam.example>"
+    assert page.messages[0].received.tzinfo is not None
+    assert page.checkpoint == delta_link and page.removed_ids == []
+    delta, batch = graph_log(sandbox)
+    assert kinds([delta, batch]) == ["delta", "batch"]
+    assert delta.path == "/v1.0/me/mailFolders/inbox/messages/delta"
+    assert delta.query == {"$select": ",".join(DELTA_SELECT), "changeType": "created"}
+
+
+def test_baseline_then_only_new_mail(sandbox, make_sync):
+    deliver(sandbox, 25)
+    sync = make_sync()
+    sandbox.clear_log()
+    link = sync.baseline()
+    assert kinds(graph_log(sandbox)) == ["delta"]  # 25 ids fit in one large page
+    sandbox.clear_log()
+    new = deliver(sandbox, 2, start=25)
+    pages, link = run(sync, link)
+    assert [m.id for m in imported(pages)] == new
+    assert kinds(graph_log(sandbox)) == ["delta", "batch"]
+    assert imported(run(sync, link)[0]) == []
+
+
+def test_start_link_since_filters_the_first_round(sandbox, make_sync):
+    sandbox.deliver(ADMIN, mime(1), received="2026-10-01T08:00:00Z")
+    recent = sandbox.deliver(ADMIN, mime(2), received="2026-11-02T08:00:00Z")
+    sync = make_sync()
+    link = sync.start_link(since="2026-11-01T00:00:00+01:00")
+    assert "receivedDateTime%20ge%202026-10-31T23:00:00Z" in link
+    assert [m.id for m in imported(run(sync, link)[0])] == [recent]
+
+
+def test_pages_follow_links_one_at_a_time(sandbox, make_sync):
+    ids = deliver(sandbox, 7)
+    sync = make_sync(page_size=3)
+    sandbox.clear_log()
+    pages = sync.pages(sync.start_link())
+    first = next(pages)
+    assert [m.id for m in first.messages] == ids[:3]
+    assert first.next_link and first.delta_link is None and first.checkpoint == first.next_link
+    # Nothing fetched ahead of the page the caller holds.
+    assert kinds(graph_log(sandbox)) == ["delta", "batch"]
+    rest = list(pages)
+    assert [len(p.messages) for p in rest] == [3, 1]
+    assert rest[-1].next_link is None and rest[-1].delta_link
+    # A stored next link replays its page (the caller crashed before committing it).
+    assert [m.id for m in next(sync.pages(first.next_link)).messages] == ids[3:6]
+
+
+def test_removed_entries_when_the_link_asks_for_every_change(sandbox, make_sync):
+    first = deliver(sandbox, 2)[0]
+    sync = make_sync()
+    link = sync.baseline(sync.start_link().replace("&changeType=created", ""))
+    outcome = sync.move([first], "archive")[first]
+    assert outcome.ok and outcome.new_id == first
+    [page] = run(sync, link)[0]
+    assert page.removed_ids == [first] and page.messages == []
+
+
+def test_delivery_during_a_round_comes_in_the_next(sandbox, make_sync):
+    deliver(sandbox, 6)
+    sync = make_sync(page_size=5)
+    pages = sync.pages(sync.start_link())
+    first = next(pages)
+    [late] = deliver(sandbox, 1, start=6)
+    rest = list(pages)
+    assert late not in [m.id for m in imported([first, *rest])]
+    assert len(imported([first, *rest])) == 6
+    assert [m.id for m in imported(run(sync, rest[-1].delta_link)[0])] == [late]
+
+
+# stale tokens --------------------------------------------------------------------------
+
+
+def test_stale_token_and_resync_without_duplicates(sandbox, make_sync):
+    deliver(sandbox, 4)
+    sync = make_sync()
+    pages, link = run(sync, sync.start_link())
+    have = {m.id for m in imported(pages)}
+    last = max(m.received for m in imported(pages))
+    sandbox.expire_delta_tokens(ADMIN)
+    new = deliver(sandbox, 2, start=4)
+    with pytest.raises(DeltaTokenExpired) as expired:
+        list(sync.pages(link))
+    assert expired.value.status == 410 and expired.value.code == "syncStateNotFound"
+    assert expired.value.location.endswith("$deltatoken=")
+    resync = sync.resync_link(last)
+    seen = []
+
+    def known(messages):
+        seen.extend(m.id for m in messages)
+        return {m.id for m in messages if m.id in have}
+
+    pages, _ = run(sync, resync, known=known)
+    assert [m.id for m in imported(pages)] == new
+    assert sorted(pages[0].known_ids) == sorted(have)
+    assert set(seen) == have | set(new)
+
+
+def test_expired_next_link_mid_round(sandbox, make_sync):
+    deliver(sandbox, 4)
+    sync = make_sync(page_size=2)
+    pages = sync.pages(sync.start_link())
+    next(pages)
+    sandbox.set_delta_token_lifetime(60)
+    sandbox.advance(61)
+    with pytest.raises(DeltaTokenExpired):
+        next(pages)
+
+
+# $batch --------------------------------------------------------------------------------
+
+
+def test_batches_hold_at_most_twenty_steps(sandbox, make_sync):
+    deliver(sandbox, 45)
+    with pytest.raises(ValueError):
+        make_sync(batch_size=21)
+    sync = make_sync()
+    sandbox.clear_log()
+    [page] = run(sync, sync.start_link())[0]
+    assert len(page.messages) == 45 and all(m.raw for m in page.messages)
+    assert kinds(graph_log(sandbox)) == ["delta", "batch", "batch", "batch"]
+
+
+def test_value_bodies_in_either_form():
+    raw = mime(1)
+    assert decode_value(base64.b64encode(raw).decode()) == raw
+    assert decode_value(raw.decode()) == raw
+    wrapped = base64.encodebytes(raw).decode()
+    assert decode_value(wrapped) == raw
+    with pytest.raises(GraphPermanentError):
+        decode_value("")
+
+
+def test_throttled_steps_go_again_after_retry_after(sandbox, make_sync):
+    ids = deliver(sandbox, 5)
+    sandbox.inject_fault("status", path=r"/\$value$", status=429, retry_after=1, times=2)
+    sync = make_sync()
+    sandbox.clear_log()
+    [page] = run(sync, sync.start_link())[0]
+    assert [m.raw for m in page.messages] == [mime(n) for n in range(5)]
+    assert [m.id for m in page.messages] == ids
+    assert sync.client.sleep == [1.0]
+    assert kinds(graph_log(sandbox)) == ["delta", "batch", "batch"]
+
+
+def test_a_broken_message_is_reported_on_itself_only(sandbox, make_sync):
+    good, broken, slow = deliver(sandbox, 3)
+    sandbox.inject_fault(
+        "status", path=re.escape(broken) + r"/\$value$", status=404, code="ErrorItemNotFound"
+    )
+    sandbox.inject_fault(
+        "status", path=re.escape(slow) + r"/\$value$", status=503, retry_after=2, times=None
+    )
+    sync = make_sync(retry_rounds=2)
+    [page] = run(sync, sync.start_link())[0]
+    by_id = {m.id: m for m in page.messages}
+    assert by_id[good].raw == mime(0) and by_id[good].error is None
+    assert by_id[broken].raw is None
+    assert isinstance(by_id[broken].error, GraphPermanentError)
+    assert by_id[broken].error.code == "ErrorItemNotFound"
+    assert isinstance(by_id[slow].error, GraphTransientError) and by_id[slow].raw is None
+    assert sync.client.sleep == [2.0, 2.0]  # bounded: retry_rounds waits, then reported
+    # The caller retries it later by id.
+    sandbox.clear_faults()
+    [again] = sync.fetch([slow])
+    assert again.raw == mime(2)
+
+
+def test_a_retry_after_beyond_the_bound_is_reported_not_waited(sandbox, make_sync):
+    deliver(sandbox, 1)
+    sandbox.inject_fault("status", path=r"/\$value$", status=429, retry_after=120)
+    sync = make_sync()
+    [page] = run(sync, sync.start_link())[0]
+    assert page.messages[0].error.retry_after == 120 and sync.client.sleep == []
+
+
+# shared mailboxes ----------------------------------------------------------------------
+
+
+def test_shared_mailbox_with_and_without_full_access(sandbox, make_sync):
+    [shared] = deliver(sandbox, 1, mailbox=SALES)
+    scopes = ("User.Read", "Mail.ReadWrite.Shared")
+    sync = make_sync(scopes=scopes, mailbox=SALES)
+    sandbox.clear_log()
+    [page] = run(sync, sync.start_link())[0]
+    assert [m.id for m in page.messages] == [shared] and page.messages[0].raw == mime(0)
+    assert graph_log(sandbox)[0].path == f"/v1.0/users/{SALES}/mailFolders/inbox/messages/delta"
+    assert sync.mark_read([shared])[shared].ok
+    assert sandbox.messages(SALES)[0].is_read
+    denied = make_sync(address=ALICE, scopes=scopes, mailbox=SALES)
+    with pytest.raises(GraphPermanentError) as error:
+        list(denied.pages(denied.start_link()))
+    assert error.value.status == 403 and error.value.code == "ErrorAccessDenied"
+
+
+# writes --------------------------------------------------------------------------------
+
+
+def test_mark_read_and_move(sandbox, make_sync):
+    ids = deliver(sandbox, 25)
+    sync = make_sync()
+    sandbox.clear_log()
+    outcomes = sync.mark_read(ids)
+    assert list(outcomes) == ids and all(o.ok for o in outcomes.values())
+    assert all(m.is_read for m in sandbox.messages(ADMIN))
+    assert kinds(graph_log(sandbox)) == ["batch", "batch"]
+    missing = "AAMkAGbm9uZQ=="
+    assert sync.mark_read([missing])[missing].error.code == "ErrorItemNotFound"
+
+    moved = sync.move(ids[:3], "archive")
+    # Immutable ids: the moved messages keep the ids the import recorded.
+    assert [o.new_id for o in moved.values()] == ids[:3]
+    assert [m.id for m in sandbox.messages(ADMIN, "archive")] == ids[:3]
+    assert sync.mark_read(ids[:1])[ids[0]].ok
+    assert sync.move([missing], "archive")[missing].error.status == 404
+
+
+def test_mark_read_later_rides_in_the_next_page_batches(sandbox, make_sync):
+    deliver(sandbox, 30)
+    sync = make_sync(page_size=10)
+    sandbox.clear_log()
+    for page in sync.pages(sync.start_link()):
+        sync.mark_read_later(m.id for m in page.messages)
+    assert all(m.is_read for m in sandbox.messages(ADMIN))
+    assert len(sync.read_outcomes) == 30 and all(o.ok for o in sync.read_outcomes.values())
+    # 3 pages: 3 delta + 3 batches ($value with the previous page's marks) + 1 final flush.
+    assert kinds(graph_log(sandbox)).count("batch") == 4
+
+
+# request counts ------------------------------------------------------------------------
+
+
+def test_request_counts_for_a_backlog_and_an_empty_round(sandbox, make_sync):
+    deliver(sandbox, 200)
+    sync = make_sync(page_size=50)
+    sandbox.clear_log()
+    pages, link = run(sync, sync.start_link())
+    assert len(imported(pages)) == 200 and all(m.raw for m in imported(pages))
+    log = graph_log(sandbox)
+    # 4 delta pages of 50, each with 3 batches (20 + 20 + 10): 0.08 requests per message.
+    assert kinds(log).count("delta") == 4 and kinds(log).count("batch") == 12
+    assert len(log) / 200 <= 0.1
+    sandbox.clear_log()
+    [page] = run(sync, link)[0]
+    assert page.messages == [] and len(graph_log(sandbox)) == 1

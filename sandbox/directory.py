@@ -108,6 +108,9 @@ class Directory:
         self.mailboxes = {}  # id -> Mailbox
         self.signed_in = None
         self.delivered = 0
+        # Sending (graph_send): every mail that left, and the open upload sessions by id.
+        self.outbox = []
+        self.upload_sessions = {}
         # Delta queries (graph_sync): token -> state, and a token's lifetime (None: no expiry).
         self.delta_tokens = {}
         self.delta_token_lifetime = None

@@ -108,6 +108,8 @@ class Message:
     seq: int = 0
     created: datetime.datetime = None
     modified: datetime.datetime = None
+    # Created with Prefer: IdType="ImmutableId": the id survives moves (sending).
+    immutable: bool = False
     _parsed: object = field(default=None, repr=False)
 
     @property
@@ -119,6 +121,25 @@ class Message:
     @property
     def subject(self):
         return str(self.parsed.get("Subject", "") or "")
+
+    def _header_addresses(self, *names):
+        values = [str(v) for name in names for v in (self.parsed.get_all(name) or [])]
+        return [a.lower() for _, a in email.utils.getaddresses(values) if a]
+
+    @property
+    def from_(self):
+        found = self._header_addresses("From")
+        return found[0] if found else None
+
+    @property
+    def sender(self):
+        found = self._header_addresses("Sender")
+        return found[0] if found else self.from_
+
+    @property
+    def recipients(self):
+        """To, Cc and Bcc addresses (Bcc survives in the Sent Items copy only)."""
+        return self._header_addresses("To", "Cc", "Bcc")
 
     def graph(self, select=None, prefer_text=False):
         """The Graph representation, restricted to select (id always included)."""

@@ -197,12 +197,14 @@ def _start_round(mailbox, folder, options, base):
         )
         removed = [] if wanted in ("created", "updated") else [i for i in base if i not in current]
     changed = sorted(changed, key=lambda m: (m.received, m.seq), reverse=options["newest_first"])
+    snapshot = {m.id: m.change_key for m in current.values()}
     return DeltaRound(
         mailbox_id=mailbox.id,
         folder_id=folder.id,
         options=options,
         entries=[(m.id, False) for m in changed] + [(i, True) for i in removed],
-        snapshot={m.id: m.change_key for m in current.values()},
+        # Rounds with nothing new share one snapshot: a poller does not grow the sandbox.
+        snapshot=base if snapshot == base else snapshot,
     )
 
 
@@ -319,8 +321,10 @@ def move_message(sb, request):
             404, "ErrorItemNotFound", "The specified object was not found in the store."
         )
     del message.folder.messages[message.id]
-    # Ids follow the item across folders only when asked for immutable ids.
-    if not _immutable(request):
+    # One id per message: once a client has seen it as an immutable id (at creation or on a
+    # move asking for one), it must keep naming the message, as Graph's immutable ids do.
+    message.immutable = message.immutable or _immutable(request)
+    if not message.immutable:
         message.id = sb.directory.new_item_id(2, request.target_mailbox.id)
     message.folder = target
     _touch(sb, message)

@@ -217,6 +217,9 @@ def test_patch_and_move_with_and_without_immutable_ids(sandbox, graph):
     )
     assert kept.status_code == 201 and kept.json()["id"] == second
     assert [m.id for m in sandbox.messages(ADMIN, "deleteditems")] == [second]
+    # Once named by an immutable id, the message keeps it, whoever moves it next.
+    back = graph("POST", f"/me/messages/{second}/move", WRITE, json={"destinationId": "inbox"})
+    assert back.json()["id"] == second
     missing = graph("POST", f"/me/messages/{second}/move", WRITE, json={"destinationId": "nope"})
     assert missing.status_code == 404
 

@@ -56,22 +56,23 @@ class MicrosoftOutlookGraphFlow(models.Model):
         if not state or not isinstance(state, str) or len(state) > 256:
             return None, self.env._("This sign-in answer carries no valid state.")
         self.env.cr.execute(
-            f'DELETE FROM "{self._table}" WHERE state_digest = %s '  # noqa: S608
-            "RETURNING flow_sealed, res_model, res_id, user_id, expires_at",
+            f'SELECT id, flow_sealed, res_model, res_id, user_id, expires_at FROM "{self._table}" '  # noqa: S608
+            "WHERE state_digest = %s FOR UPDATE",
             [state_digest(state)],
         )
         row = self.env.cr.fetchone()
-        self.invalidate_model()
         if not row:
             return None, self.env._(
                 "This sign-in link is unknown or was already used. Start again from the "
                 "mail server with “Connect your Outlook account”."
             )
-        flow_sealed, res_model, res_id, user_id, expires_at = row
+        flow_id, flow_sealed, res_model, res_id, user_id, expires_at = row
         if user_id != self.env.uid:
+            # Left in place: whoever holds another user's state must not be able to spoil it.
             return None, self.env._(
                 "This sign-in was started by another Odoo user. Start again from your own session."
             )
+        self.browse(flow_id).unlink()
         if expires_at < fields.Datetime.now():
             return None, self.env._(
                 "This sign-in took more than 10 minutes and has expired. Start again from the "

@@ -5,7 +5,6 @@ import time
 
 from odoo import api, fields, models, tools
 from odoo.exceptions import AccessError, UserError
-from odoo.modules.registry import Registry
 
 from ..services.auth import OutlookAuth, scopes_for
 from ..services.endpoints import Endpoints, EndpointsError
@@ -38,8 +37,9 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
     microsoft_graph_mailbox_kind = fields.Selection(
         [("personal", "Personal mailbox"), ("shared", "Shared mailbox")],
         string="Mailbox Type",
+        # Not NOT NULL: Odoo's own code (and module upgrades that load before this
+        # addon) insert mail servers without knowing this column.
         default="personal",
-        required=True,
         help="A shared mailbox is reached through the Microsoft account that connects it; "
         "that account needs Full Access (and Send As to send) in Exchange.",
     )
@@ -371,33 +371,40 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
         tokens = record._microsoft_graph_open_tokens()
         if not force_refresh and tokens["expires_at"] - REFRESH_MARGIN > time.time():
             return tokens["access_token"]
-        with Registry(self.env.cr.dbname).cursor() as cr:
-            locked = record.with_env(record.env(cr=cr))
-            cr.execute(
-                f'SELECT 1 FROM "{self._table}" WHERE id = %s FOR NO KEY UPDATE',  # noqa: S608
-                [self.id],
+        # What this transaction wrote must be visible to the locking cursor (in tests
+        # the two share a transaction; in production it was committed long ago).
+        record.flush_recordset()
+        try:
+            with self.env.registry.cursor() as cr:
+                return record.with_env(record.env(cr=cr))._microsoft_graph_refresh_locked(
+                    tokens["access_token"], force_refresh
+                )
+        finally:
+            record.invalidate_recordset()
+
+    def _microsoft_graph_refresh_locked(self, seen_access_token, force_refresh):
+        """On the locking cursor: refresh unless another worker just did, then commit."""
+        cr = self.env.cr
+        cr.execute(
+            f'SELECT 1 FROM "{self._table}" WHERE id = %s FOR NO KEY UPDATE',  # noqa: S608
+            [self.id],
+        )
+        fresh = self._microsoft_graph_open_tokens()
+        if fresh["access_token"] != seen_access_token or (
+            not force_refresh and fresh["expires_at"] - REFRESH_MARGIN > time.time()
+        ):
+            return fresh["access_token"]
+        try:
+            token_set = self._microsoft_graph_auth().refresh(
+                fresh["refresh_token"], self._microsoft_graph_scopes_requested()
             )
-            locked.invalidate_recordset()
-            fresh = locked._microsoft_graph_open_tokens()
-            if fresh["access_token"] != tokens["access_token"] or (
-                not force_refresh and fresh["expires_at"] - REFRESH_MARGIN > time.time()
-            ):
-                # Another worker refreshed while we waited for the lock.
-                token = fresh["access_token"]
-            else:
-                try:
-                    token_set = locked._microsoft_graph_auth().refresh(
-                        fresh["refresh_token"], locked._microsoft_graph_scopes_requested()
-                    )
-                except GraphAuthError as exc:
-                    locked._microsoft_graph_mark_reconnect(exc)
-                    cr.commit()  # pylint: disable=invalid-commit
-                    raise
-                locked._microsoft_graph_store_tokens(token_set)
-                token = token_set.access_token
+        except GraphAuthError as exc:
+            self._microsoft_graph_mark_reconnect(exc)
             cr.commit()  # pylint: disable=invalid-commit
-        record.invalidate_recordset()
-        return token
+            raise
+        self._microsoft_graph_store_tokens(token_set)
+        cr.commit()  # pylint: disable=invalid-commit
+        return token_set.access_token
 
     def _microsoft_graph_open_tokens(self):
         sealed = self.microsoft_graph_tokens_sealed

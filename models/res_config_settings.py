@@ -47,8 +47,11 @@ class ResConfigSettings(models.TransientModel):
         "Client Secret Expires On",
         help="From the Azure app's Certificates & secrets page: Odoo warns before it expires.",
     )
+    # Never stored, not even in this transient table: sealed the moment it is given.
     microsoft_graph_client_secret = fields.Char(
         "New Client Secret",
+        compute="_compute_microsoft_graph_client_secret",
+        inverse="_inverse_microsoft_graph_client_secret",
         help="Stored sealed by the vault; it is never shown again.",
     )
     microsoft_graph_client_secret_set = fields.Boolean(
@@ -68,6 +71,19 @@ class ResConfigSettings(models.TransientModel):
             settings.microsoft_graph_client_secret_set = bool(sealed)
             settings.microsoft_graph_vault_warning = (
                 not mixin._microsoft_graph_vault().has_config_secret
+            )
+
+    def _compute_microsoft_graph_client_secret(self):
+        self.microsoft_graph_client_secret = False
+
+    def _inverse_microsoft_graph_client_secret(self):
+        for settings in self.filtered("microsoft_graph_client_secret"):
+            mixin = self.env["microsoft.outlook.graph.mixin"]
+            self.env["ir.config_parameter"].sudo().set_param(
+                "microsoft_outlook_graph.client_secret_sealed",
+                mixin._microsoft_graph_vault().seal(
+                    settings.microsoft_graph_client_secret.strip(), "client_secret"
+                ),
             )
 
     def _compute_microsoft_graph_redirect_uri(self):
@@ -100,13 +116,4 @@ class ResConfigSettings(models.TransientModel):
                 )
             except EndpointsError as exc:
                 raise UserError(self.env._("Microsoft Graph custom endpoints: %s", exc)) from None
-        if self.microsoft_graph_client_secret:
-            mixin = self.env["microsoft.outlook.graph.mixin"]
-            Config.set_param(
-                "microsoft_outlook_graph.client_secret_sealed",
-                mixin._microsoft_graph_vault().seal(
-                    self.microsoft_graph_client_secret.strip(), "client_secret"
-                ),
-            )
-            self.microsoft_graph_client_secret = False
         return res

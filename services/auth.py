@@ -52,7 +52,8 @@ _SCOPES = {
     INCOMING: (("Mail.ReadWrite",), ("Mail.ReadWrite", "Mail.ReadWrite.Shared")),
 }
 
-TIMEOUT = (10, 30)
+# One number, not (connect, read): Odoo's test transport compares it with an int.
+TIMEOUT = 30
 
 
 @dataclasses.dataclass(frozen=True)

@@ -66,7 +66,7 @@ class GraphClient:
         token_provider,
         mailbox=None,
         max_attempts=3,
-        timeout=(10, 60),
+        timeout=60,
         max_inline_wait=10.0,
         sleep=time.sleep,
         account=None,

@@ -1,0 +1,402 @@
+"""GraphSender against the sandbox: what reaches Sent Items and the outbox, and how often."""
+
+import email
+import email.policy
+import json
+import os
+import random
+import subprocess
+import sys
+from email.message import EmailMessage
+
+import pytest
+
+from sandbox.defaults import ADMIN, ALICE, SALES
+from services.endpoints import Endpoints
+from services.errors import GraphPermanentError, GraphTransientError
+from services.graph import GraphClient
+from services.send import (
+    SEND_SETTLE_SECONDS,
+    UPLOAD_CHUNK,
+    GraphAmbiguousSendError,
+    GraphSender,
+    SentMessage,
+)
+
+MB = 1024 * 1024
+SCOPES = ("User.Read", "Mail.ReadWrite", "Mail.Send", "Mail.ReadWrite.Shared", "Mail.Send.Shared")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# urllib3 logs request lines at DEBUG and an upload URL carries its credential in the query:
+# services/redact.py does not know the "authtoken" key yet.
+UPLOAD_URL_LOGGED = pytest.mark.unguarded_loggers("urllib3")
+
+
+class Sleeps(list):
+    def __call__(self, seconds):
+        self.append(seconds)
+
+
+def odoo_mail(
+    sender=ADMIN, attachments=(), message_id="<1.odoo.mail@contoso.test>", subject="Quote"
+):
+    """A message shaped as Odoo's ir.mail_server.build_email makes it."""
+    mail = EmailMessage(policy=email.policy.SMTP)
+    if message_id:
+        mail["Message-Id"] = message_id
+    mail["References"] = "<root@contoso.test> <parent@example.test>"
+    mail["In-Reply-To"] = "<parent@example.test>"
+    mail["Reply-To"] = "Sales <catchall@contoso.test>"
+    mail["Return-Path"] = "<bounce+42@contoso.test>"
+    mail["Subject"] = subject
+    mail["From"] = f"Someone <{sender}>"
+    mail["To"] = "Bob <bob@example.test>"
+    mail["Cc"] = "carol@example.test"
+    mail["Bcc"] = "hidden@example.test"
+    mail["X-Odoo-Objects"] = "sale.order-7"
+    mail["X-Custom"] = "kept"
+    mail.set_content("Hello Bob")
+    mail.add_alternative("<p>Hello <b>Bob</b></p>", subtype="html")
+    for name, data in attachments:
+        mail.add_attachment(data, "application", "octet-stream", filename=name)
+    return mail.as_bytes()
+
+
+def blob(size, seed=0):
+    return random.Random(seed).randbytes(size)
+
+
+@pytest.fixture
+def make_sender(sandbox):
+    sessions = []
+
+    def make(login=ADMIN, scopes=SCOPES, graph_base=None, **options):
+        endpoints = Endpoints.for_cloud(
+            "custom", sandbox.base_url, graph_base or sandbox.base_url, sandbox.ca_file
+        )
+        session = endpoints.session()
+        sessions.append(session)
+        token = sandbox.issue_token(login, scopes, refresh=False)["access_token"]
+        client = GraphClient(endpoints, session, lambda force_refresh=False: token, sleep=Sleeps())
+        return GraphSender(client, **options)
+
+    yield make
+    for session in sessions:
+        session.close()
+
+
+def chunks_of(sender):
+    """(start, end, total, body length) of each upload PUT, as the client sent them."""
+    seen = []
+
+    def record(response, *args, **kwargs):
+        request = response.request
+        if request.method == "PUT":
+            span, _, total = request.headers["Content-Range"].removeprefix("bytes ").partition("/")
+            start, _, end = span.partition("-")
+            seen.append((int(start), int(end), int(total), len(request.body)))
+
+    sender.client.session.hooks["response"].append(record)
+    return seen
+
+
+def graph_calls(sandbox):
+    return [(e.method, e.path.rsplit("/", 1)[-1], e.status) for e in sandbox.requests]
+
+
+def assert_same_mail(stored_raw, raw):
+    stored = email.message_from_bytes(stored_raw, policy=email.policy.default)
+    original = email.message_from_bytes(raw, policy=email.policy.default)
+    for name in ("Message-Id", "References", "In-Reply-To", "Reply-To", "Return-Path", "Subject"):
+        assert stored[name] == original[name], name
+    assert stored["X-Odoo-Objects"] == "sale.order-7" and stored["X-Custom"] == "kept"
+    assert stored["Bcc"] == "hidden@example.test"  # kept in Sent Items only
+    want = [(a.get_filename(), a.get_content()) for a in original.iter_attachments()]
+    got = [(a.get_filename(), a.get_content()) for a in stored.iter_attachments()]
+    assert sorted(got) == sorted(want)
+    assert stored.get_body(("plain",)).get_content().strip() == "Hello Bob"
+
+
+# the normal paths ----------------------------------------------------------------------
+
+
+def test_draft_then_send_keeps_headers_and_names_the_sent_copy(sandbox, make_sender, caplog):
+    raw = odoo_mail(attachments=[("quote.pdf", blob(200_000))])
+    result = make_sender().send(raw)
+    (copy,) = sandbox.sent(ADMIN)
+    assert result == SentMessage(copy.id, "<1.odoo.mail@contoso.test>", 2, None)
+    assert_same_mail(copy.raw, raw)
+    assert graph_calls(sandbox) == [("POST", "messages", 201), ("POST", "send", 202)]
+    (left,) = sandbox.outbox()
+    assert b"hidden@" not in left.raw and "hidden@example.test" in left.recipients
+    lines = [r.getMessage() for r in caplog.records if r.name == "services.send"]
+    assert lines == [f"[Graph API] sent <1.odoo.mail@contoso.test> from me as {copy.id}"]
+
+
+def test_send_mail_in_one_request_without_an_id(sandbox, make_sender):
+    raw = odoo_mail(attachments=[("a.bin", blob(1000))])
+    result = make_sender(save_to_sent_items=False).send(raw)
+    assert result == SentMessage(None, "<1.odoo.mail@contoso.test>", 1, None)
+    assert graph_calls(sandbox) == [("POST", "sendMail", 202)]
+    (left,) = sandbox.outbox()
+    assert left.internet_message_id == "<1.odoo.mail@contoso.test>"
+
+
+def test_a_message_without_message_id_gets_one(sandbox, make_sender):
+    raw = odoo_mail(message_id=None)
+    assert b"Message-Id" not in raw
+    result = make_sender().send(raw)
+    assert result.internet_message_id.endswith("@contoso.test>")
+    assert sandbox.sent(ADMIN)[0].internet_message_id == result.internet_message_id
+
+
+@UPLOAD_URL_LOGGED
+@pytest.mark.parametrize("megabytes", [10, 30])
+def test_large_mail_goes_through_upload_sessions(sandbox, make_sender, megabytes):
+    # base64 in 76-character lines makes a MIME part about 1.368 times the file.
+    big = blob(int(megabytes * MB / 1.368) - MB, seed=megabytes)
+    raw = odoo_mail(
+        attachments=[("big.bin", big), ("small.txt", b"small one"), ("mid.bin", blob(MB))]
+    )
+    assert megabytes * MB * 0.97 < len(raw) < megabytes * MB * 1.03
+    sender = make_sender()
+    seen = chunks_of(sender)
+    result = sender.send(raw)
+    (copy,) = sandbox.sent(ADMIN)
+    assert result.id == copy.id
+    assert_same_mail(copy.raw, raw)
+    # In order, contiguous, none over 4 MiB, all but the last exactly 4 MiB.
+    assert [s for s, *_ in seen] == list(range(0, len(big), UPLOAD_CHUNK))
+    assert all(end - start + 1 == size <= UPLOAD_CHUNK for start, end, _, size in seen)
+    assert {total for *_, total, _ in seen} == {len(big)} and seen[-1][1] == len(big) - 1
+    puts = [status for method, _, status in graph_calls(sandbox) if method == "PUT"]
+    assert puts == [200] * (len(seen) - 1) + [201]
+    assert result.requests == 2 + 1 + len(seen)
+    assert len(sandbox.outbox()) == 1
+
+
+def test_attachments_under_3_mb_that_do_not_fit_are_posted(sandbox, make_sender):
+    parts = [(f"part{n}.bin", blob(int(2.5 * MB), seed=n)) for n in range(3)]
+    raw = odoo_mail(attachments=parts)
+    result = make_sender().send(raw)
+    assert_same_mail(sandbox.sent(ADMIN)[0].raw, raw)
+    posted = [c for c in graph_calls(sandbox) if c[1] == "attachments"]
+    assert posted == [("POST", "attachments", 201)] * 3
+    assert result.requests == 5
+
+
+def test_over_35_mb_is_refused_before_any_request(sandbox, make_sender):
+    raw = odoo_mail(attachments=[("huge.bin", blob(27 * MB))])
+    assert len(raw) > 35 * MB
+    with pytest.raises(GraphPermanentError) as caught:
+        make_sender().send(raw)
+    assert "35 MB" in caught.value.user_message
+    assert sandbox.requests == []
+
+
+# shared mailboxes ----------------------------------------------------------------------
+
+
+def test_send_as_a_shared_mailbox_keeps_the_copy_there(sandbox, make_sender):
+    raw = odoo_mail(SALES)
+    result = make_sender().send(raw, from_address=SALES)
+    (copy,) = sandbox.sent(SALES)
+    assert (result.id, result.mailbox) == (copy.id, SALES)
+    (left,) = sandbox.outbox()
+    assert (left.from_, left.sender) == (SALES, SALES)
+    assert sandbox.requests[0].path == f"/v1.0/users/{SALES}/messages"
+
+
+def test_send_on_behalf_names_the_user_as_sender(sandbox, make_sender):
+    sandbox.grant(SALES, ALICE, "FullAccess")
+    sandbox.grant(SALES, ALICE, "SendOnBehalf")
+    make_sender(login=ALICE).send(odoo_mail(SALES), from_address=SALES)
+    (left,) = sandbox.outbox()
+    assert (left.from_, left.sender) == (SALES, ALICE)
+    assert sandbox.sent(SALES)[0].sender == ALICE
+
+
+def test_send_as_without_full_access_drafts_in_the_own_mailbox(sandbox, make_sender):
+    sandbox.grant(SALES, ALICE, "SendAs")
+    result = make_sender(login=ALICE).send(odoo_mail(SALES), from_address=SALES)
+    assert result.mailbox is None and sandbox.sent(ALICE)[0].id == result.id
+    assert sandbox.outbox()[0].from_ == SALES
+
+
+def test_without_send_as_or_on_behalf_the_error_names_the_rights(sandbox, make_sender):
+    with pytest.raises(GraphPermanentError) as caught:
+        make_sender(login=ALICE).send(odoo_mail(SALES), from_address=SALES)
+    text = caught.value.user_message
+    assert "Send As" in text and "Send on Behalf" in text and "Exchange admin center" in text
+    assert caught.value.code == "ErrorSendAsDenied"
+    assert sandbox.outbox() == [] and sandbox.messages(ALICE, "drafts") == []
+
+
+def test_without_mail_send_shared_the_error_names_the_permission(sandbox, make_sender):
+    scopes = ("User.Read", "Mail.ReadWrite", "Mail.Send", "Mail.ReadWrite.Shared")
+    with pytest.raises(GraphPermanentError) as caught:
+        make_sender(scopes=scopes).send(odoo_mail(SALES), from_address=SALES)
+    assert "Mail.Send.Shared" in caught.value.user_message
+    assert sandbox.outbox() == [] and sandbox.messages(SALES, "drafts") == []
+
+
+# transient failures --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("retry_after", [7, None])
+def test_429_on_draft_creation_leaves_the_mail_queued(sandbox, make_sender, retry_after):
+    sandbox.inject_fault("status", path=r"/messages$", status=429, retry_after=retry_after)
+    with pytest.raises(GraphTransientError) as caught:
+        make_sender().send(odoo_mail())
+    if retry_after:
+        assert caught.value.retry_after == retry_after
+    else:
+        assert caught.value.retry_after > 0
+    assert graph_calls(sandbox) == [("POST", "messages", 429)]
+    assert sandbox.messages(ADMIN, "drafts") == []
+
+
+def test_429_on_send_discards_the_draft_then_a_retry_sends_once(sandbox, make_sender):
+    sandbox.inject_fault("status", path=r"/send$", status=429, retry_after=3)
+    sender = make_sender()
+    with pytest.raises(GraphTransientError) as caught:
+        sender.send(odoo_mail())
+    assert caught.value.retry_after == 3
+    assert sandbox.messages(ADMIN, "drafts") == [] and sandbox.outbox() == []
+    sender.send(odoo_mail())
+    assert len(sandbox.outbox()) == 1 and len(sandbox.sent(ADMIN)) == 1
+
+
+def test_503_on_send_checks_the_draft_then_discards_it(sandbox, make_sender):
+    sandbox.inject_fault("status", path=r"/send$", status=503)
+    sender = make_sender()
+    with pytest.raises(GraphTransientError):
+        sender.send(odoo_mail())
+    # It looked twice, SEND_SETTLE_SECONDS apart, before declaring the draft unsent.
+    assert sender.client.sleep == [SEND_SETTLE_SECONDS]
+    assert [c for c in graph_calls(sandbox) if c[0] in ("GET", "DELETE")] == [
+        ("GET", sandbox.requests[2].path.rsplit("/", 1)[-1], 200),
+        ("GET", sandbox.requests[2].path.rsplit("/", 1)[-1], 200),
+        ("DELETE", sandbox.requests[2].path.rsplit("/", 1)[-1], 204),
+    ]
+    assert sandbox.outbox() == [] and sandbox.messages(ADMIN, "drafts") == []
+
+
+def test_503_on_draft_creation_is_transient(sandbox, make_sender):
+    sandbox.inject_fault("status", path=r"/messages$", status=503, retry_after=2)
+    with pytest.raises(GraphTransientError) as caught:
+        make_sender().send(odoo_mail())
+    assert caught.value.retry_after == 2
+
+
+def test_connection_refused_is_transient_even_for_send_mail(sandbox, make_sender):
+    sender = make_sender(save_to_sent_items=False, graph_base="https://127.0.0.1:9")
+    with pytest.raises(GraphTransientError):
+        sender.send(odoo_mail())
+
+
+@UPLOAD_URL_LOGGED
+def test_failed_upload_discards_the_draft(sandbox, make_sender):
+    sandbox.inject_fault("status", path=r"AttachmentSessions", method="PUT", status=503)
+    raw = odoo_mail(attachments=[("big.bin", blob(5 * MB))])
+    sender = make_sender()
+    with pytest.raises(GraphTransientError):
+        sender.send(raw)
+    assert sandbox.messages(ADMIN, "drafts") == [] and sandbox.outbox() == []
+    sender.send(raw)
+    assert len(sandbox.outbox()) == 1
+
+
+# ambiguous failures: exactly once -------------------------------------------------------
+
+
+def test_dropped_answer_to_send_is_checked_not_resent(sandbox, make_sender):
+    sandbox.inject_fault("accept_then_drop", path=r"/send$")
+    result = make_sender().send(odoo_mail())
+    assert len(sandbox.outbox()) == 1
+    assert result.id == sandbox.sent(ADMIN)[0].id
+    assert [c[0] for c in graph_calls(sandbox)] == ["POST", "POST", "GET"]
+
+
+def test_reset_before_send_ran_discards_the_draft(sandbox, make_sender):
+    sandbox.inject_fault("reset", path=r"/send$")
+    with pytest.raises(GraphTransientError):
+        make_sender().send(odoo_mail())
+    assert sandbox.outbox() == [] and sandbox.messages(ADMIN, "drafts") == []
+
+
+def test_dropped_answer_to_draft_creation_reuses_the_draft(sandbox, make_sender):
+    sandbox.inject_fault("accept_then_drop", path=r"/messages$", method="POST")
+    result = make_sender().send(odoo_mail())
+    assert len(sandbox.outbox()) == 1 and sandbox.messages(ADMIN, "drafts") == []
+    assert result.id == sandbox.sent(ADMIN)[0].id
+    assert [c[:2] for c in graph_calls(sandbox)] == [
+        ("POST", "messages"),
+        ("GET", "messages"),
+        ("POST", "send"),
+    ]
+
+
+@UPLOAD_URL_LOGGED
+def test_dropped_answer_to_a_large_draft_starts_it_again(sandbox, make_sender):
+    sandbox.inject_fault("accept_then_drop", path=r"/messages$", method="POST")
+    raw = odoo_mail(attachments=[("big.bin", blob(5 * MB))])
+    make_sender().send(raw)
+    assert len(sandbox.outbox()) == 1 and sandbox.messages(ADMIN, "drafts") == []
+    assert_same_mail(sandbox.sent(ADMIN)[0].raw, raw)
+
+
+def test_dropped_answer_to_send_mail_is_ambiguous(sandbox, make_sender):
+    sandbox.inject_fault("accept_then_drop", path=r"/sendMail$")
+    with pytest.raises(GraphAmbiguousSendError) as caught:
+        make_sender(save_to_sent_items=False).send(odoo_mail())
+    assert not isinstance(caught.value, GraphTransientError)
+    assert "not sent again" in caught.value.user_message
+    assert len(sandbox.outbox()) == 1
+    assert graph_calls(sandbox) == [("POST", "sendMail", 202)]
+
+
+# memory --------------------------------------------------------------------------------
+
+_MEASURE = """
+import json, random, sys, tracemalloc
+sys.path.insert(0, {root!r})
+from services.endpoints import Endpoints
+from services.graph import GraphClient
+from services.send import GraphSender
+from unit_tests.test_send import odoo_mail
+args = json.loads(sys.stdin.read())
+endpoints = Endpoints.for_cloud("custom", args["base"], args["base"], args["ca"])
+client = GraphClient(endpoints, endpoints.session(), lambda force_refresh=False: args["token"])
+tracemalloc.start()
+big = random.Random(1).randbytes(args["attachment"])
+raw = odoo_mail(attachments=[("big.bin", big)])
+del big
+# The message stays traced (1x of the peak); building it is not the sender's cost.
+tracemalloc.reset_peak()
+GraphSender(client).send(raw)
+print(json.dumps({{"size": len(raw), "peak": tracemalloc.get_traced_memory()[1]}}))
+"""
+
+
+@UPLOAD_URL_LOGGED
+def test_peak_memory_of_a_30_mb_mail_stays_under_three_times_its_size(sandbox):
+    """Measured in a child process, so that the sandbox's own copies do not count."""
+    token = sandbox.issue_token(ADMIN, SCOPES, refresh=False)["access_token"]
+    stdin = json.dumps(
+        {"base": sandbox.base_url, "ca": sandbox.ca_file, "token": token, "attachment": 22 * MB}
+    )
+    child = subprocess.run(  # noqa: S603 (this interpreter, a fixed script)
+        [sys.executable, "-c", _MEASURE.format(root=ROOT)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    measured = json.loads(child.stdout.strip().splitlines()[-1])
+    assert measured["size"] > 30 * MB
+    # The raw message itself is traced too: 1x of it is the input.
+    assert measured["peak"] < 3 * measured["size"], measured
+    assert len(sandbox.outbox()) == 1

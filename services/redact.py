@@ -40,6 +40,8 @@ _SECRET_KEYS = (
     "state",
     "nonce",
     "client_info",
+    # Graph's pre-authenticated upload session URLs carry their credential here.
+    "authtoken",
 )
 
 # An optional quote before a key, the same one after it: bare, 'key', "key"

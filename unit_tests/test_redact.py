@@ -252,3 +252,8 @@ def test_arguments_that_do_not_format_still_get_redacted():
     RedactingFilter(("urllib3",)).filter(record)
     assert OPAQUE not in record.getMessage()
     assert record.args == ()
+
+
+def test_upload_session_url_credential():
+    url = "https://graph.test/api/v2.0/Users('x')/Messages('y')/AttachmentSessions('z')?authtoken=eyJ0eXAiOi.abc"
+    assert "authtoken=eyJ" not in redact(f"PUT {url} HTTP/1.1")

@@ -4,3 +4,4 @@ from . import ir_mail_server
 from . import fetchmail_server
 from . import res_config_settings
 from . import res_users
+from . import mail_mail

@@ -1,7 +1,49 @@
+import logging
+import smtplib
+from datetime import timedelta
+
 from odoo import api, fields, models
 from odoo.exceptions import UserError
+from odoo.tools import email_normalize
+
+from odoo.addons.base.models.ir_mail_server import MailDeliveryException
+
+from ..services.errors import GraphAuthError, GraphError, GraphTransientError
+from ..services.send import GraphAmbiguousSendError, GraphSender
+
+_logger = logging.getLogger(__name__)
 
 GRAPH = "microsoft_graph"
+# How long a throttled or unreachable mailbox rests when Microsoft names no delay.
+DEFAULT_PAUSE = timedelta(seconds=60)
+
+
+class GraphSendDeferred(smtplib.SMTPServerDisconnected):
+    """Not sent, not failed: the mail stays in Odoo's queue for a later run.
+
+    Odoo's mail queue leaves a mail "outgoing" (and stops the batch) only on a
+    disconnected SMTP session, hence the base class.
+    """
+
+    def __init__(self, reason, message_id=None):
+        super().__init__(reason)
+        self.reason = reason
+        self.message_id = message_id
+
+
+class GraphMailSession:
+    """What ``send_email`` expects from ``_connect__``, over Microsoft Graph."""
+
+    def __init__(self, server, smtp_from):
+        self.server = server
+        self.from_filter = server.from_filter
+        self.smtp_from = smtp_from
+
+    def send_message(self, message, smtp_from=None, smtp_to_list=None):
+        return self.server._microsoft_graph_send(message)
+
+    def quit(self):
+        """Nothing to close: each request stands alone."""
 
 
 class IrMailServer(models.Model):
@@ -13,6 +55,19 @@ class IrMailServer(models.Model):
     smtp_authentication = fields.Selection(
         selection_add=[(GRAPH, "Outlook (Microsoft Graph)")],
         ondelete={GRAPH: "set default"},
+    )
+    microsoft_graph_save_to_sent_items = fields.Boolean(
+        "Save to Sent Items",
+        default=True,
+        help="On: each mail is created as a draft and sent, so it lands in Sent Items and "
+        "Odoo records its Microsoft message id (2 requests per mail). Off: one request per "
+        "mail and no Microsoft id recorded.",
+    )
+    microsoft_graph_paused_until = fields.Datetime(
+        "Sending Paused Until",
+        copy=False,
+        readonly=True,
+        help="Microsoft asked to slow down or was unreachable: queued mails wait until then.",
     )
 
     def _compute_smtp_authentication_info(self):
@@ -52,6 +107,175 @@ class IrMailServer(models.Model):
         if self.smtp_authentication != GRAPH:
             return super()._onchange_encryption()
         return None
+
+    def _connect__(
+        self,
+        host=None,
+        port=None,
+        user=None,
+        password=None,
+        encryption=None,
+        smtp_from=None,
+        ssl_certificate=None,
+        ssl_private_key=None,
+        smtp_debug=False,
+        mail_server_id=None,
+        allow_archived=False,
+    ):
+        if not self._disable_send() and not host:
+            if mail_server_id:
+                server = self.sudo().browse(mail_server_id)
+            else:
+                server, smtp_from = self.sudo()._find_mail_server(smtp_from)
+            if server and server.smtp_authentication == GRAPH:
+                self._check_forced_mail_server(server, allow_archived, smtp_from)
+                return GraphMailSession(server, smtp_from)
+        return super()._connect__(
+            host=host,
+            port=port,
+            user=user,
+            password=password,
+            encryption=encryption,
+            smtp_from=smtp_from,
+            ssl_certificate=ssl_certificate,
+            ssl_private_key=ssl_private_key,
+            smtp_debug=smtp_debug,
+            mail_server_id=mail_server_id,
+            allow_archived=allow_archived,
+        )
+
+    def send_email(
+        self,
+        message,
+        mail_server_id=None,
+        smtp_server=None,
+        smtp_port=None,
+        smtp_user=None,
+        smtp_password=None,
+        smtp_encryption=None,
+        smtp_ssl_certificate=None,
+        smtp_ssl_private_key=None,
+        smtp_debug=False,
+        smtp_session=None,
+    ):
+        session = smtp_session
+        if session is None and not self._disable_send() and not smtp_server:
+            session = self._connect__(smtp_from=message["From"], mail_server_id=mail_server_id)
+            if not isinstance(session, GraphMailSession):
+                session = None
+        if not isinstance(session, GraphMailSession):
+            return super().send_email(
+                message,
+                mail_server_id=mail_server_id,
+                smtp_server=smtp_server,
+                smtp_port=smtp_port,
+                smtp_user=smtp_user,
+                smtp_password=smtp_password,
+                smtp_encryption=smtp_encryption,
+                smtp_ssl_certificate=smtp_ssl_certificate,
+                smtp_ssl_private_key=smtp_ssl_private_key,
+                smtp_debug=smtp_debug,
+                smtp_session=smtp_session,
+            )
+        # Same preparation as for SMTP (From rewriting, bounce address), then Graph.
+        _smtp_from, _smtp_to_list, message = self._prepare_email_message__(message, session)
+        if self._disable_send():
+            return message["Message-Id"]
+        session.send_message(message)
+        return message["Message-Id"]
+
+    def _microsoft_graph_send(self, message):
+        """Send Odoo's own MIME message through Graph and record what Microsoft says.
+
+        Transient trouble (throttling, outages, a connection waiting for a reconnect)
+        raises :class:`GraphSendDeferred`, which keeps the mail queued; anything
+        Microsoft refuses for good raises ``MailDeliveryException`` with its reason.
+        """
+        self.ensure_one()
+        message_id = message["Message-Id"]
+        now = fields.Datetime.now()
+        if self.microsoft_graph_paused_until and self.microsoft_graph_paused_until > now:
+            raise GraphSendDeferred(
+                self.env._(
+                    "Waiting: Microsoft asked Odoo to slow down for %(mailbox)s "
+                    "until %(time)s UTC.",
+                    mailbox=self.smtp_user,
+                    time=self.microsoft_graph_paused_until,
+                ),
+                message_id,
+            )
+        shared = self.microsoft_graph_mailbox_kind == "shared"
+        sender = GraphSender(
+            self._microsoft_graph_client(),
+            save_to_sent_items=self.microsoft_graph_save_to_sent_items,
+        )
+        try:
+            sent = sender.send(
+                message.as_bytes(),
+                from_address=self._microsoft_graph_mailbox_address() if shared else None,
+            )
+        except GraphAuthError as exc:
+            self._microsoft_graph_record_error(exc)
+            raise GraphSendDeferred(
+                self.env._(
+                    "Waiting for the Outlook mailbox %(mailbox)s to be reconnected: %(reason)s",
+                    mailbox=self.smtp_user,
+                    reason=exc.user_message,
+                ),
+                message_id,
+            ) from None
+        except GraphTransientError as exc:
+            pause = timedelta(seconds=exc.retry_after) if exc.retry_after else DEFAULT_PAUSE
+            self.microsoft_graph_paused_until = now + pause
+            raise GraphSendDeferred(
+                self.env._(
+                    "Waiting: Microsoft 365 is busy for %(mailbox)s; the mail is tried again "
+                    "after %(time)s UTC. (%(reason)s)",
+                    mailbox=self.smtp_user,
+                    time=self.microsoft_graph_paused_until,
+                    reason=exc,
+                ),
+                message_id,
+            ) from None
+        except GraphAmbiguousSendError as exc:
+            raise MailDeliveryException(
+                self.env._("Mail Delivery Uncertain"),
+                self.env._(
+                    "Microsoft may have accepted this mail before the connection dropped; to "
+                    "never deliver it twice, Odoo did not send it again. Look for it in the "
+                    "Sent Items of %(mailbox)s before resending. (%(reason)s)",
+                    mailbox=self.smtp_user,
+                    reason=exc,
+                ),
+            ) from None
+        except GraphError as exc:
+            self._microsoft_graph_record_error(exc)
+            raise MailDeliveryException(
+                self.env._("Mail Delivery Failed"),
+                self.env._("Microsoft Graph refused the mail: %s", exc),
+            ) from None
+        self.env["mail.mail"].sudo().search([("message_id", "=", message_id)]).write(
+            {
+                "microsoft_graph_message_id": sent.id,
+                "microsoft_graph_internet_message_id": sent.internet_message_id,
+            }
+        )
+        _logger.info(
+            "[Graph API] mail %s sent through %s (%s requests): Microsoft id %s, "
+            "internetMessageId %s",
+            message_id,
+            email_normalize(self.smtp_user),
+            sent.requests,
+            sent.id or "-",
+            sent.internet_message_id,
+        )
+        return sent
+
+    def _get_personal_mail_servers_limit(self):
+        if self.smtp_authentication == GRAPH:
+            # Exchange Online accepts 30 messages a minute per mailbox.
+            return 30
+        return super()._get_personal_mail_servers_limit()
 
     def test_smtp_connection(self, autodetect_max_email_size=False):
         graph_servers = self.filtered(lambda server: server.smtp_authentication == GRAPH)

@@ -2,3 +2,4 @@ from . import test_install
 from . import test_connect
 from . import test_connect_errors
 from . import test_tokens
+from . import test_send

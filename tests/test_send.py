@@ -1,0 +1,192 @@
+import email
+import email.policy
+from datetime import timedelta
+
+from odoo import fields
+from odoo.tests import tagged
+from odoo.tools import mute_logger
+
+from odoo.addons.microsoft_outlook_graph.sandbox import defaults
+
+from .common import GraphTransactionCase, connect_without_browser
+
+MB = 1024 * 1024
+MAIL_LOGGERS = (
+    "odoo.addons.mail.models.mail_mail",
+    "odoo.addons.microsoft_outlook_graph.services.graph",
+    "odoo.addons.microsoft_outlook_graph.services.send",
+    "odoo.addons.microsoft_outlook_graph.models.microsoft_outlook_graph_mixin",
+)
+
+
+@tagged("post_install", "-at_install")
+class TestSend(GraphTransactionCase):
+    def setUp(self):
+        super().setUp()
+        self.registry_enter_test_mode()
+        # Odoo sends nothing while tests run; these tests are about sending.
+        self.patch(
+            type(self.env["ir.mail_server"]), "_disable_send", classmethod(lambda cls: False)
+        )
+        self.server = connect_without_browser(self, self.create_outgoing(sequence=1))
+
+    def make_mail(self, email_from=defaults.ADMIN, **values):
+        return self.env["mail.mail"].create(
+            {
+                "email_from": f"Contoso Admin <{email_from}>",
+                "email_to": "customer@example.com",
+                "subject": "Quotation S00042",
+                "body_html": "<p>Here is your quotation.</p>",
+                "auto_delete": False,
+                **values,
+            }
+        )
+
+    def sent_messages(self, mailbox=defaults.ADMIN):
+        return [
+            email.message_from_bytes(sent.raw, policy=email.policy.default)
+            for sent in self.sandbox.sent(mailbox)
+        ]
+
+    def test_odoo_mime_arrives_as_built(self):
+        attachment = self.env["ir.attachment"].create(
+            {"name": "quote.pdf", "raw": b"%PDF-1.4 quotation bytes \x00\x01\x02"}
+        )
+        mail = self.make_mail(
+            references="<parent@odoo.test>",
+            reply_to="Sales <catchall@contoso.test>",
+            headers={"X-Odoo-Objects": "sale.order-42"},
+            attachment_ids=[(6, 0, attachment.ids)],
+        )
+        mail.send()
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+        [stored] = self.sent_messages()
+        self.assertEqual(stored["Message-Id"], mail.message_id)
+        self.assertEqual(stored["References"], "<parent@odoo.test>")
+        self.assertIn("catchall@contoso.test", stored["Reply-To"])
+        self.assertEqual(stored["X-Odoo-Objects"], "sale.order-42")
+        [part] = [p for p in stored.iter_attachments() if p.get_filename() == "quote.pdf"]
+        self.assertEqual(part.get_content(), b"%PDF-1.4 quotation bytes \x00\x01\x02")
+        self.assertTrue(mail.microsoft_graph_message_id)
+        self.assertEqual(mail.microsoft_graph_internet_message_id, mail.message_id)
+        self.assertEqual(len(self.sandbox.outbox()), 1)
+
+    def test_queue_run_sends_through_graph(self):
+        mail = self.make_mail()
+        self.env["mail.mail"].process_email_queue(email_ids=mail.ids)
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+        self.assertEqual(len(self.sandbox.outbox()), 1)
+
+    def test_large_mail_goes_through_upload_sessions(self):
+        big = bytes(range(256)) * (5 * MB // 256)
+        attachment = self.env["ir.attachment"].create({"name": "big.bin", "raw": big})
+        mail = self.make_mail(attachment_ids=[(6, 0, attachment.ids)])
+        mail.send()
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+        [stored] = self.sent_messages()
+        [part] = [p for p in stored.iter_attachments() if p.get_filename() == "big.bin"]
+        self.assertEqual(part.get_content(), big)
+        self.assertTrue([e for e in self.sandbox.requests if e.method == "PUT"])
+
+    def test_shared_mailbox_sends_as_the_shared_address(self):
+        shared = connect_without_browser(
+            self, self.create_outgoing(defaults.SALES, kind="shared", sequence=0)
+        )
+        mail = self.make_mail(email_from=defaults.SALES, mail_server_id=shared.id)
+        mail.send()
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+        [stored] = self.sent_messages(defaults.SALES)
+        self.assertIn(defaults.SALES, stored["From"])
+
+    def test_shared_mailbox_without_send_as_fails_with_the_right_to_grant(self):
+        tenant = self.sandbox.directory.tenant(defaults.TENANT_ID)
+        self.sandbox.add_shared_mailbox(tenant, "support@contoso.test", "Support")
+        self.sandbox.grant("support@contoso.test", defaults.ADMIN, "FullAccess")
+        shared = connect_without_browser(
+            self, self.create_outgoing("support@contoso.test", kind="shared", sequence=0)
+        )
+        mail = self.make_mail(email_from="support@contoso.test", mail_server_id=shared.id)
+        with mute_logger(*MAIL_LOGGERS):
+            mail.send()
+        self.assertEqual(mail.state, "exception")
+        self.assertIn("Send As", mail.failure_reason)
+        self.assertFalse(self.sandbox.outbox())
+
+    def test_throttled_mailbox_keeps_mails_queued(self):
+        self.sandbox.inject_fault(
+            "status", path=r"/messages$", method="POST", status=429, retry_after=30, times=1
+        )
+        first, second = self.make_mail(), self.make_mail(subject="Second")
+        with mute_logger(*MAIL_LOGGERS):
+            (first | second).send()
+        self.assertEqual(first.state, "outgoing", first.failure_reason)
+        self.assertEqual(second.state, "outgoing")
+        self.assertIn("busy", first.failure_reason)
+        paused = self.server.microsoft_graph_paused_until
+        self.assertGreater(paused, fields.Datetime.now() + timedelta(seconds=20))
+        # While paused, a queue run does not call Microsoft at all.
+        self.sandbox.clear_log()
+        with mute_logger(*MAIL_LOGGERS):
+            (first | second).send()
+        self.assertFalse(self.sandbox.requests)
+        self.server.microsoft_graph_paused_until = fields.Datetime.now() - timedelta(seconds=1)
+        (first | second).send()
+        self.assertEqual((first | second).mapped("state"), ["sent", "sent"])
+        self.assertEqual(len(self.sandbox.outbox()), 2)
+
+    def test_revoked_connection_keeps_mails_until_reconnected(self):
+        self.sandbox.revoke(defaults.ADMIN)
+        self.sandbox.expire_access_tokens(defaults.ADMIN)
+        mail = self.make_mail()
+        with mute_logger(*MAIL_LOGGERS):
+            mail.send()
+        self.assertEqual(mail.state, "outgoing", mail.failure_reason)
+        self.assertIn("reconnected", mail.failure_reason)
+        self.assertEqual(self.server.microsoft_graph_status, "reconnect")
+        connect_without_browser(self, self.server)
+        mail.send()
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+        self.assertEqual(len(self.sandbox.outbox()), 1)
+
+    def test_answer_lost_after_send_is_not_sent_twice(self):
+        self.sandbox.inject_fault("accept_then_drop", path=r"/send$", method="POST", times=1)
+        mail = self.make_mail()
+        with mute_logger(*MAIL_LOGGERS):
+            mail.send()
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+        self.assertEqual(len(self.sandbox.outbox()), 1)
+
+    def test_permanent_refusal_is_explained(self):
+        self.sandbox.inject_fault(
+            "status",
+            path=r"/messages$",
+            method="POST",
+            status=400,
+            code="ErrorInvalidRecipients",
+            times=1,
+        )
+        mail = self.make_mail()
+        with mute_logger(*MAIL_LOGGERS):
+            mail.send()
+        self.assertEqual(mail.state, "exception")
+        self.assertIn("Microsoft Graph refused the mail", mail.failure_reason)
+        self.assertFalse(self.sandbox.outbox())
+
+    def test_expired_access_token_is_refreshed_and_sent(self):
+        self.sandbox.expire_access_tokens(defaults.ADMIN)
+        mail = self.make_mail()
+        with mute_logger("odoo.addons.microsoft_outlook_graph.services.graph"):
+            mail.send()
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+
+    def test_fast_path_without_sent_items_uses_one_request(self):
+        self.server.microsoft_graph_save_to_sent_items = False
+        self.sandbox.clear_log()
+        mail = self.make_mail()
+        mail.send()
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+        self.assertEqual(
+            [e.path.rsplit("/", 1)[-1] for e in self.sandbox.requests if "/v1.0/" in e.path],
+            ["sendMail"],
+        )
+        self.assertFalse(mail.microsoft_graph_message_id)

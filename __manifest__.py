@@ -16,5 +16,6 @@
         "views/mail_mail_views.xml",
         "views/templates.xml",
     ],
+    "uninstall_hook": "uninstall_hook",
     "installable": True,
 }

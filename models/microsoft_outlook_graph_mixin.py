@@ -96,6 +96,52 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
         return Vault(uuid, secrets)
 
     @api.model
+    def _microsoft_graph_reseal_all(self):
+        """Seal every stored Microsoft secret again with the current vault key.
+
+        The key-rotation step (docs/security.md): with the new secret first and the old
+        ones after it in the configuration, this leaves nothing that needs an old one.
+
+        :return: (values resealed, values that no configured key opens)
+        """
+        vault = self._microsoft_graph_vault()
+        resealed = unreadable = 0
+        for model_name in ("ir.mail_server", "fetchmail.server"):
+            servers = (
+                self.env[model_name]
+                .sudo()
+                .with_context(active_test=False)
+                .search([("microsoft_graph_tokens_sealed", "!=", False)])
+            )
+            for server in servers:
+                try:
+                    server.microsoft_graph_tokens_sealed = vault.reseal(
+                        server.microsoft_graph_tokens_sealed, "token"
+                    )
+                    resealed += 1
+                except VaultError:
+                    unreadable += 1
+        # Pending sign-ins live ten minutes: dropping them is simpler than resealing.
+        self.env["microsoft.outlook.graph.flow"].sudo().search([]).unlink()
+        Config = self.env["ir.config_parameter"].sudo()
+        sealed_secret = self._microsoft_graph_param("client_secret_sealed")
+        if sealed_secret:
+            try:
+                Config.set_param(
+                    CONFIG_PREFIX + "client_secret_sealed",
+                    vault.reseal(sealed_secret, "client_secret"),
+                )
+                resealed += 1
+            except VaultError:
+                unreadable += 1
+        _logger.info(
+            "[Graph API] vault: %s values resealed, %s sealed with a key no longer configured",
+            resealed,
+            unreadable,
+        )
+        return resealed, unreadable
+
+    @api.model
     def _microsoft_graph_param(self, key, default=None):
         return self.env["ir.config_parameter"].sudo().get_param(CONFIG_PREFIX + key, default)
 

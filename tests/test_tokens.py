@@ -106,3 +106,22 @@ class TestTokens(GraphTransactionCase):
         connect_without_browser(self, self.server)
         self.assertEqual(self.server.microsoft_graph_status, "valid")
         self.assertFalse(self.server.microsoft_graph_last_error)
+
+    def test_reseal_after_a_vault_secret_rotation(self):
+        self.patch(
+            config, "options", dict(config.options, microsoft_outlook_graph_vault_secret="old")
+        )
+        server = connect_without_browser(self, self.create_incoming())
+        self.configure_outlook()  # the client secret, sealed under "old" too
+        config.options["microsoft_outlook_graph_vault_secret"] = "new,old"
+        resealed, unreadable = self.env[
+            "microsoft.outlook.graph.mixin"
+        ]._microsoft_graph_reseal_all()
+        # The setUp server was sealed before any secret existed: resealed too.
+        self.assertEqual((resealed, unreadable), (3, 0))
+        config.options["microsoft_outlook_graph_vault_secret"] = "new"
+        (server | self.env["fetchmail.server"]).invalidate_model()
+        self.server.invalidate_recordset()
+        self.assertEqual(server.microsoft_graph_status, "valid")
+        self.assertEqual(self.server.microsoft_graph_status, "valid")
+        self.assertTrue(server._microsoft_graph_client().me())

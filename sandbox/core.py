@@ -7,7 +7,7 @@ import threading
 import time
 from datetime import UTC
 
-from . import entra, graph_mail, graph_send, graph_sync, graph_users
+from . import entra, graph_mail, graph_send, graph_subscriptions, graph_sync, graph_users
 from .directory import Directory
 from .faults import FaultInjector
 from .limits import Limits
@@ -18,7 +18,7 @@ from .tokens import TokenStore, parse_scopes
 from .web import Router
 
 # Adding an endpoint family = one module with register(router, sandbox) listed here.
-HANDLER_MODULES = (entra, graph_users, graph_send, graph_mail, graph_sync)
+HANDLER_MODULES = (entra, graph_users, graph_send, graph_mail, graph_sync, graph_subscriptions)
 
 
 class Clock:

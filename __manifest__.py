@@ -16,6 +16,11 @@
         "views/mail_mail_views.xml",
         "views/templates.xml",
     ],
+    "assets": {
+        "web.assets_tests": [
+            "microsoft_outlook_graph/static/tests/tours/*.js",
+        ],
+    },
     "uninstall_hook": "uninstall_hook",
     "installable": True,
 }

@@ -4,3 +4,4 @@ from . import test_connect_errors
 from . import test_tokens
 from . import test_send
 from . import test_lifecycle
+from . import test_tours

@@ -78,9 +78,18 @@ class MicrosoftOutlookGraphController(MicrosoftOutlookController):
 
 
 def _is_odoo_outlook_state(state):
-    """Odoo's own flow sends a JSON object with model, id and csrf_token."""
+    """Odoo's own flow sends a JSON object with a model name, a record id and a CSRF token.
+
+    Only a well-formed one goes to Odoo's controller, which fails with a server error
+    on a malformed one; anything else is answered here.
+    """
     try:
         value = json.loads(state or "")
     except ValueError:
         return False
-    return isinstance(value, dict) and "csrf_token" in value
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("model"), str)
+        and isinstance(value.get("id"), int)
+        and isinstance(value.get("csrf_token"), str)
+    )

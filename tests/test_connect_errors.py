@@ -232,3 +232,31 @@ class TestConnectBadInput(GraphHttpCase):
             self.assertRaisesRegex(UserError, "not connected"),
         ):
             self.server.test_smtp_connection()
+
+    def test_post_without_csrf_token(self):
+        response = self.url_open(CONFIRM, data={"state": "x", "code": "y"}, allow_redirects=False)
+        self.assertIn(response.status_code, (400, 403))
+        self.assertEqual(self.server.microsoft_graph_status, "not_connected")
+
+    def test_odoo_state_shape_with_wrong_types(self):
+        response = self.confirm(code="abc", state='{"model": 1, "id": "x", "csrf_token": []}')
+        self.assertNotEqual(response.status_code, 500)
+        self.assertEqual(self.server.microsoft_graph_status, "not_connected")
+
+    def test_error_without_description(self):
+        auth_uri = self.start_connect(self.server)
+        state = parse_qs(urlsplit(auth_uri).query)["state"][0]
+        self.assert_refused(self.confirm(state=state, error="access_denied"))
+
+    def test_state_is_single_use_even_after_an_error(self):
+        auth_uri = self.start_connect(self.server)
+        state = parse_qs(urlsplit(auth_uri).query)["state"][0]
+        self.assert_refused(self.confirm(state=state, error="temporarily_unavailable"))
+        self.assert_refused(self.confirm(state=state, code="abc"), "already used")
+
+    def test_archived_server_meanwhile_is_still_the_one_connected(self):
+        result = self.accepted_redirect()
+        self.server.active = False
+        response = self.url_open(result.url, allow_redirects=False)
+        self.assertEqual(response.status_code, 303)
+        self.assertEqual(self.server.microsoft_graph_status, "valid")

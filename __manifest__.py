@@ -12,6 +12,7 @@
         "security/ir.model.access.csv",
         "views/ir_mail_server_views.xml",
         "views/fetchmail_server_views.xml",
+        "views/microsoft_outlook_graph_failed_message_views.xml",
         "views/res_config_settings_views.xml",
         "views/mail_mail_views.xml",
         "views/templates.xml",

@@ -5,3 +5,4 @@ from . import fetchmail_server
 from . import res_config_settings
 from . import res_users
 from . import mail_mail
+from . import microsoft_outlook_graph_failed_message

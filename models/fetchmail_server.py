@@ -1,7 +1,68 @@
+import datetime
+import logging
+import time
+from dataclasses import dataclass, field
+
 from odoo import api, fields, models
 from odoo.exceptions import UserError
+from odoo.tools import exception_to_unicode
+
+from odoo.addons.mail.models.fetchmail import MAIL_SERVER_DEACTIVATE_TIME, MAIL_SERVER_DOMAIN
+
+from ..services.errors import GraphAuthError, GraphError
+from ..services.sync import RESYNC_MARGIN, DeltaSync, DeltaTokenExpired
+
+_logger = logging.getLogger(__name__)
 
 GRAPH = "microsoft_graph"
+GATEWAY_CRON = "mail.ir_cron_mail_gateway_action"
+# Graph's well-known folder names: used as they are, never looked up.
+WELL_KNOWN_FOLDERS = frozenset(
+    ("inbox", "drafts", "sentitems", "deleteditems", "junkemail", "archive", "outbox")
+)
+# Graph ids of the latest imports kept on the server, to skip the messages a new round
+# repeats after a stale delta link (docs/incoming.md): those received within twice the
+# resync margin of the newest one, and at most this many.
+RECENT_IDS_KEPT = 1000
+RECENT_IDS_WINDOW = 2 * RESYNC_MARGIN
+# Fields whose change makes the stored delta link name another folder or mailbox.
+SYNC_KEYS = ("user", "microsoft_graph_folder", "microsoft_graph_mailbox_kind")
+# First key of the advisory lock that keeps two workers off one server's import.
+ADVISORY_LOCK_CLASS = 7_262_019
+
+
+class MicrosoftGraphMailbox:
+    """What ``_connect__`` returns for a Graph server: the delta sync of its folder.
+
+    Odoo's IMAP loop wants a count of unread messages up front and commits message by
+    message; a delta query knows neither its backlog nor a message it can leave unread,
+    and its checkpoint must be committed with a whole page. The Graph servers therefore
+    run their own page loop (``_microsoft_graph_fetch``) on this object.
+    """
+
+    def __init__(self, client, folder, page_size):
+        self.client = client
+        self.sync = DeltaSync(client, folder=folder or "inbox", page_size=page_size)
+
+    def disconnect(self):
+        self.client.session.close()
+
+
+@dataclass
+class GraphRun:
+    """What one run did on one server, for the log line, the form and the caller."""
+
+    imported: int = 0
+    failed: int = 0
+    skipped: int = 0
+    pages: int = 0
+    pending: bool = False
+    stopped: str = "done"
+    error: Exception | None = None
+    handled: list = field(default_factory=list)
+    # The server's values this run has reached, written before each commit (cron)
+    # or once every request is over (elsewhere).
+    position: dict = field(default_factory=dict)
 
 
 class FetchmailServer(models.Model):
@@ -9,6 +70,8 @@ class FetchmailServer(models.Model):
     _inherit = ["fetchmail.server", "microsoft.outlook.graph.mixin"]
 
     _microsoft_graph_direction = "incoming"
+    # Messages per delta page: one page of MIME is held in memory at a time.
+    _microsoft_graph_page_size = 50
 
     server_type = fields.Selection(
         selection_add=[(GRAPH, "Outlook (Microsoft Graph)")],
@@ -19,6 +82,75 @@ class FetchmailServer(models.Model):
         default="inbox",
         help="The folder to import from: a well-known name (inbox, archive, ...) or a folder id.",
     )
+    microsoft_graph_since = fields.Datetime(
+        "Import Mail Received Since",
+        help="Left empty, the first run imports only mail that arrives after the mailbox is "
+        "connected. Set, it also imports the mail of the folder received since this date.",
+    )
+    microsoft_graph_mark_read = fields.Boolean(
+        "Mark as Read in Outlook",
+        default=True,
+        help="Mark each imported message as read in the mailbox.",
+    )
+    microsoft_graph_move_folder = fields.Char(
+        "Move to Folder",
+        help="After import, move each message to this folder: a well-known name "
+        "(archive, deleteditems, ...), the name of a top-level folder, or a folder id. "
+        "Empty: messages stay where they are.",
+    )
+    microsoft_graph_max_messages = fields.Integer(
+        "Messages per Run",
+        default=500,
+        help="A run stops after this many messages; the rest follows at once in new runs.",
+    )
+    microsoft_graph_max_seconds = fields.Integer(
+        "Seconds per Run",
+        default=60,
+        help="A run starts no new page of messages after this many seconds.",
+    )
+    microsoft_graph_max_size = fields.Integer(
+        "Maximum Message Size (MB)",
+        default=35,
+        help="Larger messages are kept in the failed messages instead of being imported; "
+        "Retry imports them anyway. 0: no limit.",
+    )
+    microsoft_graph_delta_link = fields.Char(
+        "Synchronisation Position",
+        copy=False,
+        readonly=True,
+        help="Microsoft Graph's delta link: where the next run starts.",
+    )
+    microsoft_graph_sync_start = fields.Datetime("Synchronised From", copy=False, readonly=True)
+    microsoft_graph_latest_received = fields.Datetime(
+        "Latest Message Received", copy=False, readonly=True
+    )
+    microsoft_graph_recent_ids = fields.Json(copy=False, readonly=True)
+    microsoft_graph_last_success = fields.Datetime("Last Success", copy=False, readonly=True)
+    microsoft_graph_imported_count = fields.Integer("Messages Imported", copy=False, readonly=True)
+    microsoft_graph_pending = fields.Boolean(
+        "More Mail Waiting",
+        copy=False,
+        readonly=True,
+        help="The last run stopped at its budget; the next one is already scheduled.",
+    )
+    microsoft_graph_failed_message_ids = fields.One2many(
+        "microsoft.outlook.graph.failed.message", "server_id", string="Kept Messages"
+    )
+    microsoft_graph_failed_count = fields.Integer(
+        "Failed Messages", compute="_compute_microsoft_graph_failed_count"
+    )
+
+    @api.depends("microsoft_graph_failed_message_ids.state")
+    def _compute_microsoft_graph_failed_count(self):
+        counts = dict(
+            self.env["microsoft.outlook.graph.failed.message"]._read_group(
+                [("server_id", "in", self.ids), ("state", "=", "failed")],
+                ["server_id"],
+                ["__count"],
+            )
+        )
+        for server in self:
+            server.microsoft_graph_failed_count = counts.get(server._origin, 0)
 
     def _compute_server_type_info(self):
         graph_servers = self.filtered(lambda server: server.server_type == GRAPH)
@@ -48,6 +180,30 @@ class FetchmailServer(models.Model):
             return None
         return super().onchange_server_type()
 
+    def write(self, vals):
+        # A delta link belongs to one folder of one mailbox and to its first call's
+        # filter: when they change, the next run starts a new synchronisation.
+        restart = self.browse()
+        if any(key in vals for key in (*SYNC_KEYS, "microsoft_graph_since")):
+            new = self.new(vals)
+            restart = self.filtered(
+                lambda server: server.microsoft_graph_delta_link
+                and any(
+                    key in vals and server[key] != new[key]
+                    for key in (*SYNC_KEYS, "microsoft_graph_since")
+                )
+            )
+        result = super().write(vals)
+        if restart:
+            super(FetchmailServer, restart).write(
+                {
+                    "microsoft_graph_delta_link": False,
+                    "microsoft_graph_sync_start": False,
+                    "microsoft_graph_pending": False,
+                }
+            )
+        return result
+
     def button_confirm_login(self):
         graph_servers = self.filtered(lambda server: server.server_type == GRAPH)
         for server in graph_servers:
@@ -68,3 +224,550 @@ class FetchmailServer(models.Model):
         if others:
             return super(FetchmailServer, others).button_confirm_login()
         return True
+
+    def _microsoft_graph_finish_connect(self, flow_sealed, auth_response):
+        """Once connected, take the "from now" position, unless a start date is set."""
+        result = super()._microsoft_graph_finish_connect(flow_sealed, auth_response)
+        if (
+            self.server_type == GRAPH
+            and not self.microsoft_graph_delta_link
+            and not self.microsoft_graph_since
+        ):
+            mailbox = None
+            try:
+                mailbox = self._connect__(allow_archived=True)
+                self._microsoft_graph_start(mailbox.sync, None)
+            except GraphError as exc:
+                _logger.info(
+                    "[Incoming Mail] fetchmail.server #%s: no start position yet (%s); "
+                    "the first run takes it",
+                    self.id,
+                    exc.reference or type(exc).__name__,
+                )
+            finally:
+                if mailbox:
+                    mailbox.disconnect()
+        return result
+
+    # ------------------------------------------------------------------
+    # Fetchmail hooks
+    # ------------------------------------------------------------------
+
+    def _connect__(self, allow_archived=False):
+        self.ensure_one()
+        if self.server_type != GRAPH:
+            return super()._connect__(allow_archived=allow_archived)
+        if not allow_archived and not self.active:
+            raise UserError(
+                self.env._(
+                    'The server "%s" cannot be used because it is archived.', self.display_name
+                )
+            )
+        page_size = max(1, min(self._microsoft_graph_page_size, self._microsoft_graph_budget()[0]))
+        return MicrosoftGraphMailbox(
+            self._microsoft_graph_client(), self.microsoft_graph_folder, page_size
+        )
+
+    def fetch_mail(self):
+        """Fetch Now: import within the run's budget, in the request's transaction."""
+        if self.server_type != GRAPH:
+            return super().fetch_mail()
+        self.ensure_one().check_access("write")
+        server = self.sudo().with_context(fetchmail_cron_running=True)
+        if not server._microsoft_graph_lock():
+            raise UserError(
+                self.env._(
+                    "The mail of %s cannot be imported now: confirm the server first, or "
+                    "try again in a moment if an import is running.",
+                    self.display_name,
+                )
+            )
+        run = server._microsoft_graph_fetch(commit=False)
+        if run.error is not None:
+            message = (
+                run.error.user_message
+                if isinstance(run.error, GraphError)
+                else exception_to_unicode(run.error)
+            )
+            kind = "danger"
+        else:
+            message = self.env._(
+                "%(imported)s message(s) imported, %(failed)s kept in the failed messages.",
+                imported=run.imported,
+                failed=run.failed,
+            )
+            if run.pending:
+                message += " " + self.env._("More mail is waiting: it follows in the background.")
+            kind = "warning" if run.failed else "success"
+        return {
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {
+                "title": self.env._("Outlook mail of %s", self.display_name),
+                "message": message,
+                "type": kind,
+                "next": {"type": "ir.actions.client", "tag": "soft_reload"},
+            },
+        }
+
+    def _fetch_mail(self, batch_limit=50) -> Exception | None:
+        graph_servers = self.filtered(lambda server: server.server_type == GRAPH)
+        others = self - graph_servers
+        result = None
+        if others:
+            result = super(FetchmailServer, others)._fetch_mail(batch_limit=batch_limit)
+        if graph_servers:
+            graph_result = graph_servers._microsoft_graph_fetch_servers()
+            result = result or graph_result
+        return result
+
+    # ------------------------------------------------------------------
+    # The import
+    # ------------------------------------------------------------------
+
+    def _microsoft_graph_fetch_servers(self):
+        """Run each Graph server in turn; one server's failure never stops the others.
+
+        In the cron (``cron_id`` in the context) each page is committed with its
+        checkpoint through ``ir.cron._commit_progress``; elsewhere nothing is committed.
+        """
+        commit = bool(self.env.context.get("cron_id"))
+        servers = self.with_context(fetchmail_cron_running=True)
+        result_exception = None
+        waiting = 0
+        for server in servers:
+            if not server._microsoft_graph_lock():
+                _logger.info(
+                    "[Incoming Mail] fetchmail.server #%s %s: skipped (being imported elsewhere)",
+                    server.id,
+                    server.name,
+                )
+                continue
+            run = server._microsoft_graph_fetch(commit=commit)
+            if run.error is not None:
+                result_exception = run.error
+            waiting += int(run.pending)
+            if commit:
+                self.env.cr.commit()  # pylint: disable=invalid-commit
+        if commit:
+            progress = (
+                self.env["ir.cron.progress"]
+                .sudo()
+                .browse(self.env.context.get("ir_cron_progress_id"))
+            )
+            remaining = (progress.remaining if progress.exists() else 0) + waiting
+            self.env["ir.cron"]._commit_progress(remaining=remaining)
+        return result_exception
+
+    def _microsoft_graph_lock(self):
+        """Take this server for the transaction, or say another worker has it.
+
+        An advisory lock, not a row lock: the token refresh locks the server's row on
+        its own cursor (the mixin), and must not wait for this transaction. For the
+        same reason the import writes the server's row only right before a commit,
+        or at the end of a run that does not commit (docs/incoming.md).
+        """
+        self.ensure_one()
+        self.env.cr.execute(
+            "SELECT pg_try_advisory_xact_lock(%s, %s)", [ADVISORY_LOCK_CLASS, self.id]
+        )
+        if not self.env.cr.fetchone()[0]:
+            return False
+        self.invalidate_recordset()
+        return bool(self.filtered_domain(MAIL_SERVER_DOMAIN))
+
+    def _microsoft_graph_budget(self):
+        self.ensure_one()
+        return (
+            self.microsoft_graph_max_messages if self.microsoft_graph_max_messages > 0 else 500,
+            self.microsoft_graph_max_seconds if self.microsoft_graph_max_seconds > 0 else 60,
+        )
+
+    def _microsoft_graph_fetch(self, commit):
+        """Import the new mail of one locked server, page by page, within its budget."""
+        self.ensure_one()
+        run = GraphRun(
+            position={
+                "microsoft_graph_delta_link": self.microsoft_graph_delta_link,
+                "microsoft_graph_sync_start": self.microsoft_graph_sync_start,
+                "microsoft_graph_latest_received": self.microsoft_graph_latest_received,
+                "microsoft_graph_recent_ids": dict(self.microsoft_graph_recent_ids or {}),
+                "microsoft_graph_imported_count": self.microsoft_graph_imported_count,
+            }
+        )
+        started = time.monotonic()
+        identity = (self.id, self.name, self._microsoft_graph_mailbox_address())
+        mailbox = None
+        try:
+            mailbox = self._connect__()
+            self._microsoft_graph_walk(mailbox, run, commit, started)
+            run.position.update(
+                {
+                    "error_date": False,
+                    "error_message": False,
+                    "microsoft_graph_last_success": fields.Datetime.now(),
+                    "microsoft_graph_pending": run.pending,
+                }
+            )
+        except GraphError as exc:
+            run.error = exc
+            run.stopped = type(exc).__name__
+        except Exception as exc:
+            if not commit:
+                raise
+            # Back to the last committed page; the lock goes with the rollback.
+            self.env.cr.rollback()
+            self.invalidate_recordset()
+            run.error = exc
+            run.stopped = type(exc).__name__
+            run.position = {}
+        finally:
+            if mailbox is not None:
+                mailbox.disconnect()
+        # Every Graph request of the run is over: the server's row may be written now.
+        self.write({**run.position, "date": fields.Datetime.now()})
+        if run.error is not None:
+            self._microsoft_graph_record_failure(run.error)
+        if run.pending:
+            self.env.ref(GATEWAY_CRON).sudo()._trigger()
+        _logger.info(
+            "[Incoming Mail] fetchmail.server #%s %s (%s): %d imported, %d failed, "
+            "%d skipped, %d page(s) in %.1fs; %s",
+            *identity,
+            run.imported,
+            run.failed,
+            run.skipped,
+            run.pages,
+            time.monotonic() - started,
+            {"done": "up to date", "budget": "more mail waiting, run again"}.get(
+                run.stopped, f"stopped ({run.stopped})"
+            ),
+        )
+        return run
+
+    def _microsoft_graph_walk(self, mailbox, run, commit, started):
+        """From the stored link (or a new start) through the delta pages; after a stale
+        link, once through a new round."""
+        sync = mailbox.sync
+        link = run.position["microsoft_graph_delta_link"]
+        if not link:
+            link = self._microsoft_graph_start(sync, run)
+            if commit:
+                self._microsoft_graph_save(run, commit)
+        resynced = False
+        while True:
+            try:
+                self._microsoft_graph_pages(sync, link, run, commit, started)
+                break
+            except DeltaTokenExpired as exc:
+                if resynced:
+                    raise
+                resynced = True
+                link = self._microsoft_graph_resync(sync, exc, run)
+        if commit:
+            self._microsoft_graph_flush(sync)
+        elif run.handled:
+            self._microsoft_graph_write_back_after_commit(mailbox, list(run.handled))
+
+    def _microsoft_graph_pages(self, sync, link, run, commit, started):
+        max_messages, max_seconds = self._microsoft_graph_budget()
+        for page in sync.pages(
+            link, known=lambda messages: self._microsoft_graph_known(messages, run)
+        ):
+            run.pages += 1
+            handled = self._microsoft_graph_import_page(page, run)
+            if commit:
+                processed = len(page.messages) + len(page.known_ids)
+                if not self._microsoft_graph_save(run, commit, processed):
+                    run.stopped = "busy"
+                    return
+                self._microsoft_graph_write_back(sync, handled, deferred=True)
+            else:
+                run.handled += handled
+            spent = run.imported + run.failed + run.skipped
+            if page.next_link and (
+                spent >= max_messages or time.monotonic() - started >= max_seconds
+            ):
+                run.pending = True
+                run.stopped = "budget"
+                return
+
+    def _microsoft_graph_save(self, run, commit, processed=0):
+        """Cron path: write the position with the page's messages and commit them
+        together, then take the server again. False when another worker has it now."""
+        self.write(run.position)
+        self.env["ir.cron"]._commit_progress(processed)
+        if not self._microsoft_graph_lock():
+            return False
+        return self.microsoft_graph_delta_link == run.position["microsoft_graph_delta_link"]
+
+    def _microsoft_graph_start(self, sync, run):
+        """The first link: from the start date when set, else "from now" (baseline)."""
+        self.ensure_one()
+        if self.microsoft_graph_since:
+            link = sync.start_link(self.microsoft_graph_since)
+            start = self.microsoft_graph_since
+        else:
+            start = fields.Datetime.now()
+            link = sync.baseline()
+        values = {"microsoft_graph_delta_link": link, "microsoft_graph_sync_start": start}
+        if run is None:
+            self.write(values)
+        else:
+            run.position.update(values)
+        return link
+
+    def _microsoft_graph_resync(self, sync, error, run):
+        """After a stale delta link: a new round from shortly before the last import,
+        never from before the synchronisation started; ``known`` skips the repeats."""
+        self.ensure_one()
+        floor = run.position["microsoft_graph_sync_start"] or self.microsoft_graph_since
+        latest = run.position["microsoft_graph_latest_received"]
+        since = latest - RESYNC_MARGIN if latest else floor
+        if floor and since:
+            since = max(since, floor)
+        link = sync.start_link(since) if since else error.location or sync.start_link()
+        _logger.info(
+            "[Incoming Mail] fetchmail.server #%s: Microsoft forgot the delta position; "
+            "resynchronising from %s",
+            self.id,
+            since or "the start of the folder",
+        )
+        run.position["microsoft_graph_delta_link"] = link
+        return link
+
+    def _microsoft_graph_known(self, messages, run):
+        """The Graph ids, among a page's new messages, already imported or kept."""
+        recent = run.position["microsoft_graph_recent_ids"]
+        known = {message.id for message in messages if message.id in recent}
+        rest = [message for message in messages if message.id not in known]
+        if rest:
+            known.update(
+                self.env["microsoft.outlook.graph.failed.message"]
+                .sudo()
+                .search([("server_id", "=", self.id), ("graph_id", "in", [m.id for m in rest])])
+                .mapped("graph_id")
+            )
+        message_ids = {m.internet_message_id for m in rest if m.id not in known} - {None, ""}
+        if message_ids:
+            existing = set(
+                self.env["mail.message"]
+                .sudo()
+                .search([("message_id", "in", list(message_ids))])
+                .mapped("message_id")
+            )
+            known.update(m.id for m in rest if m.internet_message_id in existing)
+        return known
+
+    def _microsoft_graph_import_page(self, page, run):
+        """Process a page's messages, each in its own savepoint, and move the run's
+        position to the page's checkpoint (written with them). Returns the ids to mark
+        read and move: the imported ones and the known ones that are not kept."""
+        self.ensure_one()
+        Failed = self.env["microsoft.outlook.graph.failed.message"].sudo()
+        position = run.position
+        recent = dict(position["microsoft_graph_recent_ids"])
+        latest = position["microsoft_graph_latest_received"]
+        kept_ids = set(
+            Failed.search([("server_id", "=", self.id), ("graph_id", "in", page.known_ids)]).mapped(
+                "graph_id"
+            )
+        )
+        handled = [i for i in page.known_ids if i not in kept_ids]
+        imported = failed = 0
+        with self.env.cr.savepoint():
+            for message in page.messages:
+                received = _naive_utc(message.received)
+                if received and (not latest or received > latest):
+                    latest = received
+                error = message.error
+                if error is None:
+                    error = self._microsoft_graph_process(message.raw)
+                if error is not None:
+                    Failed._keep(self, message, error)
+                    failed += 1
+                    continue
+                imported += 1
+                handled.append(message.id)
+                recent[message.id] = fields.Datetime.to_string(received) if received else ""
+        position.update(
+            {
+                "microsoft_graph_delta_link": page.checkpoint,
+                "microsoft_graph_imported_count": position["microsoft_graph_imported_count"]
+                + imported,
+                "microsoft_graph_latest_received": latest,
+                "microsoft_graph_recent_ids": _prune_recent(recent, latest),
+            }
+        )
+        run.imported += imported
+        run.failed += failed
+        run.skipped += len(page.known_ids)
+        return handled
+
+    def _microsoft_graph_process(self, raw, check_size=True):
+        """Run one MIME message through Odoo's mail gateway with this server's
+        settings, in a savepoint. Returns None, or the error that stopped it."""
+        self.ensure_one()
+        limit = self.microsoft_graph_max_size * 1024 * 1024
+        if check_size and limit and len(raw) > limit:
+            return UserError(
+                self.env._(
+                    "The message is larger than %(limit)s MB (%(size).1f MB): "
+                    "retry it to import it anyway.",
+                    limit=self.microsoft_graph_max_size,
+                    size=len(raw) / 1024 / 1024,
+                )
+            )
+        MailThread = self.env["mail.thread"].with_context(default_fetchmail_server_id=self.id)
+        try:
+            with self.env.cr.savepoint():
+                MailThread.message_process(
+                    self.object_id.model,
+                    raw,
+                    save_original=self.original,
+                    strip_attachments=not self.attach,
+                )
+        except Exception as exc:  # kept for an admin, never blocks the rest
+            _logger.info(
+                "[Incoming Mail] fetchmail.server #%s: a message could not be imported",
+                self.id,
+                exc_info=True,
+            )
+            return exc
+        return None
+
+    # ------------------------------------------------------------------
+    # Writes back to the mailbox (after the commit)
+    # ------------------------------------------------------------------
+
+    def _microsoft_graph_write_back(self, sync, ids, deferred):
+        """Move and mark read the imported messages: Graph writes, cosmetic, made only
+        once the import is committed (a move before it could lose a message)."""
+        if not ids:
+            return
+        destination = self.microsoft_graph_move_folder
+        try:
+            if destination:
+                folder = self._microsoft_graph_folder_id(sync.client, destination)
+                outcomes = sync.move(ids, folder)
+                self._microsoft_graph_log_outcomes("move", outcomes)
+            if self.microsoft_graph_mark_read:
+                if deferred:
+                    sync.mark_read_later(ids)
+                else:
+                    self._microsoft_graph_log_outcomes("mark read", sync.mark_read(ids))
+        except (GraphError, UserError) as exc:
+            _logger.warning(
+                "[Incoming Mail] fetchmail.server #%s: imported messages could not be "
+                "marked read or moved in Outlook: %s",
+                self.id,
+                exc,
+            )
+
+    def _microsoft_graph_flush(self, sync):
+        try:
+            self._microsoft_graph_log_outcomes("mark read", sync.flush())
+        except GraphError as exc:
+            _logger.warning(
+                "[Incoming Mail] fetchmail.server #%s: imported messages could not be "
+                "marked read in Outlook: %s",
+                self.id,
+                exc,
+            )
+
+    def _microsoft_graph_write_back_after_commit(self, mailbox, ids):
+        """Outside the cron the import commits with the request: write back after it."""
+        server = self
+        sync = mailbox.sync
+
+        def write_back():
+            server._microsoft_graph_write_back(sync, ids, deferred=False)
+
+        self.env.cr.postcommit.add(write_back)
+
+    def _microsoft_graph_log_outcomes(self, action, outcomes):
+        failures = [outcome for outcome in outcomes.values() if not outcome.ok]
+        if failures:
+            _logger.warning(
+                "[Incoming Mail] fetchmail.server #%s: %s failed in Outlook for %d of %d "
+                "message(s): %s",
+                self.id,
+                action,
+                len(failures),
+                len(outcomes),
+                failures[0].error,
+            )
+
+    def _microsoft_graph_folder_id(self, client, name):
+        """A well-known folder name or an id as it is; a top-level folder's display
+        name becomes its id."""
+        if name.lower() in WELL_KNOWN_FOLDERS:
+            return name.lower()
+        wanted = name.strip().lower()
+        for folder in client.iter_pages(
+            client.mailbox_path("mailFolders"), params={"$select": "id,displayName", "$top": 100}
+        ):
+            if folder.get("id") == name or (folder.get("displayName") or "").lower() == wanted:
+                return folder["id"]
+        raise UserError(self.env._("The Outlook folder “%s” does not exist.", name))
+
+    # ------------------------------------------------------------------
+    # Errors
+    # ------------------------------------------------------------------
+
+    def _microsoft_graph_record_failure(self, error):
+        """Fetchmail's error recording (first error date, deactivation after days of
+        failures), plus the connection status for Microsoft's errors."""
+        self.ensure_one()
+        if isinstance(error, GraphError):
+            self._microsoft_graph_record_error(error)
+            text = str(error)
+        else:
+            text = exception_to_unicode(error)
+        now = fields.Datetime.now()
+        if not self.error_date:
+            self.write({"error_date": now, "error_message": text})
+        elif self.error_date < now - MAIL_SERVER_DEACTIVATE_TIME:
+            self.write({"error_message": text})
+            self.set_draft()
+            self.env["ir.cron"]._notify_admin(
+                f"Deactivating fetchmail {self.server_type} server {self.name} (too many failures)"
+            )
+        else:
+            self.write({"error_message": text})
+        level = logging.WARNING if isinstance(error, GraphAuthError) else logging.INFO
+        _logger.log(
+            level,
+            "[Incoming Mail] fetchmail.server #%s %s: import stopped, position kept: %s",
+            self.id,
+            self.name,
+            text,
+            exc_info=not isinstance(error, GraphError),
+        )
+
+    def action_microsoft_graph_failed_messages(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id(
+            "microsoft_outlook_graph.microsoft_outlook_graph_failed_message_action"
+        )
+        action["domain"] = [("server_id", "=", self.id)]
+        action["context"] = {"search_default_filter_failed": 1, "default_server_id": self.id}
+        return action
+
+
+def _naive_utc(moment):
+    if moment is None:
+        return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.UTC).replace(tzinfo=None)
+    return moment.replace(microsecond=0)
+
+
+def _prune_recent(recent, latest):
+    """Keep the ids a resync round could repeat: received close to the newest import."""
+    floor = fields.Datetime.to_string(latest - RECENT_IDS_WINDOW) if latest else ""
+    kept = sorted(
+        ((received, graph_id) for graph_id, received in recent.items() if received >= floor),
+        reverse=True,
+    )[:RECENT_IDS_KEPT]
+    return {graph_id: received for received, graph_id in kept}

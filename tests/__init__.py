@@ -5,3 +5,4 @@ from . import test_tokens
 from . import test_send
 from . import test_lifecycle
 from . import test_tours
+from . import test_incoming

@@ -21,6 +21,7 @@ import re
 import ssl
 import threading
 import time
+import traceback
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -749,6 +750,16 @@ def _take_due(state):
 
 
 def _run_worker(sb):
+    try:
+        _work(sb)
+    except Exception:  # a sandbox bug: keep it for the test, as the pipeline does
+        with sb.lock:
+            sb.server_errors.append(traceback.format_exc())
+            if sb.notifications_worker is threading.current_thread():
+                sb.notifications_worker = None
+
+
+def _work(sb):
     me = threading.current_thread()
     idle_since = time.monotonic()
     while True:

@@ -769,3 +769,22 @@ def test_revoking_the_user_removes_the_subscription(notifications, graph_session
     sb.deliver(ADMIN, mime(1))
     assert sb.flush_notifications()
     assert hook.posts == []
+
+
+def test_mail_sent_to_oneself_is_notified(notifications, graph_session, receiver):
+    sb, hook = notifications, receiver()
+    subscribe(sb, graph_session, hook.url())
+    message = {
+        "subject": "Note to self",
+        "body": {"contentType": "text", "content": "Hi."},
+        "toRecipients": [{"emailAddress": {"address": ADMIN}}],
+    }
+    sent = graph_session.post(
+        f"{sb.graph_url}/me/sendMail",
+        json={"message": message},
+        headers=bearer(sb, ADMIN, ["Mail.Send"]),
+    )
+    assert sent.status_code == 202, sent.text
+    hook.wait(lambda r: r.posts)
+    (inbox_copy,) = sb.messages(ADMIN)
+    assert [i["resourceData"]["id"] for i in changes(hook.posts)] == [inbox_copy.id]

@@ -433,6 +433,27 @@ class TestIncoming(GraphTransactionCase):
         self.assertFalse(self.server.microsoft_graph_pending)
         self.assert_imported_once(message_ids)
 
+    def test_seconds_budget_leaves_servers_for_the_next_call(self):
+        shared = self.connect(
+            self.create_incoming(defaults.SALES, kind="shared", object_id=self.partner_model.id)
+        )
+        Server = self.registry["fetchmail.server"]
+        self.patch(Server, "_microsoft_graph_budget", lambda server: (500, 0.001))
+        self.patch(Server, "_microsoft_graph_page_size", 2)
+        own = [self.deliver(f"Own {n}")[1] for n in range(3)]
+        _id, shared_message_id = self.deliver("Shared", mailbox=defaults.SALES)
+        self.run_cron(self.server | shared)
+        # One page of the first server, then the time was up: the second waits.
+        self.assertEqual(self.server.microsoft_graph_imported_count, 2)
+        self.assertTrue(self.server.microsoft_graph_pending)
+        self.assertFalse(shared.date)
+        self.assertTrue(self.env["ir.cron.trigger"].search([("cron_id", "=", self.cron.id)]))
+        # The server left out goes first in the next call.
+        self.run_cron(self.server | shared)
+        self.assertEqual(len(self.messages_with(shared_message_id)), 1)
+        self.run_cron(self.server | shared)
+        self.assert_imported_once(own)
+
     def test_mark_as_read_by_default_and_move_when_asked(self):
         self.deliver("Read me")
         self.run_cron()

@@ -148,7 +148,7 @@ class SandboxChromeBrowser(odoo_common.ChromeBrowser):
     def _after_microsoft_page(self, visit, future):
         try:
             value = future.result()["result"].get("value")
-        except Exception as exc:  # noqa: BLE001 - reported as the tour's failure
+        except Exception as exc:  # reported as the tour's failure
             value = f"could not run on the page: {exc}"
         visit["result"] = value
         if value != "accepted":

@@ -42,6 +42,8 @@ COMPAT_TAGS = ",".join(
         "/test_mail:TestMailMailRace",
     ]
 )
+# Browsers Odoo's test runner looks for on Linux, in its order.
+CHROME_NAMES = ("google-chrome", "chromium", "chromium-browser", "google-chrome-stable")
 RESULT_LINE = re.compile(r"(\d+) failed, (\d+) error\(s\) of (\d+) tests when loading database")
 
 
@@ -77,7 +79,7 @@ def ensure_addon_requirements(python):
         check=True,
     ).stdout
     missing = subprocess.run(
-        [python, "-c", "import msal, trustme, cryptography, requests"],
+        [python, "-c", "import msal, trustme, cryptography, requests, websocket"],
         capture_output=True,
         check=False,
     )
@@ -102,6 +104,29 @@ def ensure_addon_requirements(python):
         check=True,
     )
     os.unlink(constraints.name)
+
+
+def ensure_browser():
+    """Install Debian's chromium for the browser tours when no Chrome is on PATH.
+
+    Only as root on a machine with apt-get; elsewhere, or when the install fails,
+    the tours skip and say why (tests/test_tours.py).
+    """
+    if any(shutil.which(name) for name in CHROME_NAMES):
+        return
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        print("No Chrome or Chromium on PATH: the browser tours will be skipped.")
+        return
+    print("No Chrome or Chromium on PATH: installing Debian's chromium for the browser tours.")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-q", "chromium"]
+    for attempt in range(2):
+        if attempt:  # a fresh machine may have no package lists yet
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=False)
+        done = subprocess.run(install, env=env, capture_output=True, check=False)
+        if not done.returncode:
+            return
+    print(f"  apt-get install chromium failed (exit {done.returncode}): tours will be skipped.")
 
 
 def free_port():
@@ -187,6 +212,7 @@ def main():
         print(f"Odoo suite skipped: {exc}.")
         return SKIPPED
     ensure_addon_requirements(python)
+    ensure_browser()
     VAR.mkdir(exist_ok=True)
     stamp = f"{os.getpid()}_{int(time.time())}"
     passed = True

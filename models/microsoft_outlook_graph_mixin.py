@@ -3,6 +3,8 @@ import logging
 import os
 import time
 
+import psycopg2
+
 from odoo import api, fields, models, tools
 from odoo.exceptions import AccessError, UserError
 
@@ -19,6 +21,7 @@ CONFIG_SECRET_OPTION = "microsoft_outlook_graph_vault_secret"  # noqa: S105 - an
 REDIRECT_PATH = "/microsoft_outlook/confirm"
 # Refresh a little before Microsoft would refuse the access token.
 REFRESH_MARGIN = 300
+LOCK_ATTEMPTS = 3
 
 
 class MicrosoftOutlookGraphMixin(models.AbstractModel):
@@ -431,10 +434,21 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
     def _microsoft_graph_refresh_locked(self, seen_access_token, force_refresh):
         """On the locking cursor: refresh unless another worker just did, then commit."""
         cr = self.env.cr
-        cr.execute(
-            f'SELECT 1 FROM "{self._table}" WHERE id = %s FOR NO KEY UPDATE',  # noqa: S608
-            [self.id],
-        )
+        for attempt in range(LOCK_ATTEMPTS):
+            try:
+                cr.execute(
+                    f'SELECT 1 FROM "{self._table}" WHERE id = %s FOR NO KEY UPDATE',  # noqa: S608
+                    [self.id],
+                )
+                break
+            except psycopg2.errors.SerializationFailure:
+                # Another worker refreshed and committed while we waited for the row:
+                # a new transaction sees its tokens.
+                cr.rollback()  # pylint: disable=invalid-commit
+                if attempt == LOCK_ATTEMPTS - 1:
+                    raise
+        # Read what the previous lock holder committed, not what this cursor cached.
+        self.invalidate_recordset()
         fresh = self._microsoft_graph_open_tokens()
         if fresh["access_token"] != seen_access_token or (
             not force_refresh and fresh["expires_at"] - REFRESH_MARGIN > time.time()

@@ -34,6 +34,8 @@ class GraphSandboxMixin:
     """Start one sandbox per test class; reset it and point Odoo at it per test."""
 
     sandbox = None
+    # False for tests that configure Settings in their own committed transactions.
+    configure_in_test_transaction = True
 
     @classmethod
     def setUpClass(cls):
@@ -60,10 +62,11 @@ class GraphSandboxMixin:
         self.sandbox.add_shared_mailbox(tenant, defaults.SALES, defaults.SALES_NAME)
         self.sandbox.grant(defaults.SALES, defaults.ADMIN, "FullAccess")
         self.sandbox.grant(defaults.SALES, defaults.ADMIN, "SendAs")
-        self.configure_outlook()
+        if self.configure_in_test_transaction:
+            self.configure_outlook()
         self._install_leak_guard()
 
-    def configure_outlook(self, **overrides):
+    def configure_outlook(self, env=None, **overrides):
         """Fill in Settings as an admin would, for the sandbox's custom endpoints."""
         values = {
             "microsoft_outlook_client_identifier": defaults.CLIENT_ID,
@@ -75,7 +78,7 @@ class GraphSandboxMixin:
             "microsoft_graph_ca_file": self.sandbox.ca_file,
             **overrides,
         }
-        self.env["res.config.settings"].create(values).execute()
+        (env or self.env)["res.config.settings"].create(values).execute()
 
     def _install_leak_guard(self):
         handler = _CapturingHandler()

@@ -27,6 +27,10 @@ RECENT_IDS_KEPT = 1000
 RECENT_IDS_WINDOW = 2 * RESYNC_MARGIN
 # Fields whose change makes the stored delta link name another folder or mailbox.
 SYNC_KEYS = ("user", "microsoft_graph_folder", "microsoft_graph_mailbox_kind")
+# Kept messages Microsoft was too busy to give are fetched again by later runs: this
+# many per run (one $batch request), at most this many attempts each.
+AUTO_RETRY_BATCH = 20
+AUTO_RETRY_ATTEMPTS = 5
 # First key of the advisory lock that keeps two workers off one server's import.
 ADVISORY_LOCK_CLASS = 7_262_019
 
@@ -480,6 +484,8 @@ class FetchmailServer(models.Model):
                     raise
                 resynced = True
                 link = self._microsoft_graph_resync(sync, exc, run)
+        if not run.pending and run.stopped == "done":
+            self._microsoft_graph_fetch_again(sync, run, commit)
         if commit:
             self._microsoft_graph_flush(sync)
         elif run.handled:
@@ -505,6 +511,52 @@ class FetchmailServer(models.Model):
                 run.pending = True
                 run.stopped = "budget"
                 return
+
+    def _microsoft_graph_fetch_again(self, sync, run, commit):
+        """Import the kept messages Microsoft was too busy to give (transient errors),
+        a batch of them per run, at most ``AUTO_RETRY_ATTEMPTS`` times each."""
+        kept = (
+            self.env["microsoft.outlook.graph.failed.message"]
+            .sudo()
+            .search(
+                [
+                    ("server_id", "=", self.id),
+                    ("state", "=", "failed"),
+                    ("retry_automatically", "=", True),
+                    ("attempt_count", "<", AUTO_RETRY_ATTEMPTS),
+                ],
+                limit=AUTO_RETRY_BATCH,
+                order="id",
+            )
+        )
+        if not kept:
+            return
+        try:
+            fetched = {message.id: message for message in sync.fetch(kept.mapped("graph_id"))}
+        except GraphError as exc:
+            _logger.info(
+                "[Incoming Mail] fetchmail.server #%s: kept messages not fetched again: %s",
+                self.id,
+                exc.reference or type(exc).__name__,
+            )
+            return
+        handled = []
+        with self.env.cr.savepoint():
+            for record in kept:
+                message = fetched[record.graph_id]
+                error = message.error
+                if error is None:
+                    error = self._microsoft_graph_process(message.raw)
+                record._record_attempt(message.raw, error)
+                if error is None:
+                    handled.append(record.graph_id)
+        run.imported += len(handled)
+        run.position["microsoft_graph_imported_count"] += len(handled)
+        if commit:
+            if self._microsoft_graph_save(run, commit, len(kept)):
+                self._microsoft_graph_write_back(sync, handled, deferred=True)
+        else:
+            run.handled += handled
 
     def _microsoft_graph_save(self, run, commit, processed=0):
         """Cron path: write the position with the page's messages and commit them

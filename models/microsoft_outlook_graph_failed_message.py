@@ -8,7 +8,7 @@ from odoo import api, fields, models
 from odoo.exceptions import UserError
 from odoo.tools import exception_to_unicode
 
-from ..services.errors import GraphError
+from ..services.errors import GraphError, GraphTransientError
 
 _logger = logging.getLogger(__name__)
 
@@ -53,6 +53,10 @@ class MicrosoftOutlookGraphFailedMessage(models.Model):
         index=True,
     )
     attempt_count = fields.Integer("Attempts", default=1, readonly=True)
+    retry_automatically = fields.Boolean(
+        readonly=True,
+        help="Microsoft was busy when the message was fetched: later runs fetch it again.",
+    )
     last_attempt_date = fields.Datetime("Last Attempt", readonly=True)
 
     _server_graph_id_uniq = models.Constraint(
@@ -75,6 +79,7 @@ class MicrosoftOutlookGraphFailedMessage(models.Model):
             "received_date": _naive(message.received),
             "error": _error_text(error),
             "last_attempt_date": fields.Datetime.now(),
+            "retry_automatically": isinstance(error, GraphTransientError) and not message.raw,
         }
         values.update(self._values_from_raw(message.raw))
         existing = self.search([("server_id", "=", server.id), ("graph_id", "=", message.id)])
@@ -142,34 +147,43 @@ class MicrosoftOutlookGraphFailedMessage(models.Model):
     def _retry_on(self, server):
         """Retry these records of one server; returns (imported, still failing)."""
         contents = self._refetch(server)
-        done = failed = 0
         imported_ids = []
         for record in self:
             raw = base64.b64decode(record.raw) if record.raw else contents.get(record.graph_id)
-            values = {
-                "attempt_count": record.attempt_count + 1,
-                "last_attempt_date": fields.Datetime.now(),
-            }
             if isinstance(raw, Exception) or not raw:
                 error = raw or UserError(self.env._("Microsoft Graph gave no content."))
+                raw = None
             else:
-                if not record.raw:
-                    values.update(self._values_from_raw(raw))
                 error = server._microsoft_graph_process(raw, check_size=False)
+            record._record_attempt(raw, error)
             if error is None:
-                values.update(state="done", error=False)
                 imported_ids.append(record.graph_id)
-                done += 1
-            else:
-                values["error"] = _error_text(error)
-                failed += 1
-            record.write(values)
         if imported_ids:
             server.microsoft_graph_imported_count += len(imported_ids)
             server._microsoft_graph_write_back_after_commit(
                 server._connect__(allow_archived=True), imported_ids
             )
-        return done, failed
+        return len(imported_ids), len(self) - len(imported_ids)
+
+    def _record_attempt(self, raw, error):
+        """One more attempt at this message: imported (``error`` None) or not."""
+        self.ensure_one()
+        values = {
+            "attempt_count": self.attempt_count + 1,
+            "last_attempt_date": fields.Datetime.now(),
+        }
+        if raw and not self.raw:
+            values.update(self._values_from_raw(raw))
+        if error is None:
+            values.update(state="done", error=False, retry_automatically=False)
+        else:
+            values.update(
+                error=_error_text(error),
+                retry_automatically=isinstance(error, GraphTransientError)
+                and not values.get("raw")
+                and not self.raw,
+            )
+        self.write(values)
 
     def _refetch(self, server):
         """{graph id: MIME bytes or the error} of the records kept without MIME."""
@@ -189,7 +203,9 @@ class MicrosoftOutlookGraphFailedMessage(models.Model):
             mailbox.disconnect()
 
     def action_discard(self):
-        self.filtered(lambda record: record.state == "failed").write({"state": "discarded"})
+        self.filtered(lambda record: record.state == "failed").write(
+            {"state": "discarded", "retry_automatically": False}
+        )
         return True
 
 

@@ -313,6 +313,8 @@ class TestIncoming(GraphTransactionCase):
         bad.action_retry()
         self.assertEqual(bad.state, "done")
         self.assertEqual(len(self.messages_with(bad_message_id)), 1)
+        self.env.cr.postcommit.run()
+        self.assertTrue(self.sandbox.messages(defaults.ADMIN)[0].is_read)
         other = kept - bad
         other.action_discard()
         self.assertEqual(other.state, "discarded")
@@ -339,6 +341,24 @@ class TestIncoming(GraphTransactionCase):
         self.assertEqual(set(kept.mapped("state")), {"done"})
         self.assert_imported_once([message_id, other_message_id])
         self.assertEqual(set(kept.mapped("subject")), {"Unreadable for now", "Readable"})
+
+    def test_message_microsoft_was_too_busy_to_give_comes_back_by_itself(self):
+        _id, message_id = self.deliver("Busy")
+        fault = self.sandbox.inject_fault(
+            "status", path=r"/\$value$", status=503, retry_after=60, times=None
+        )
+        with mute_logger(GRAPH_LOGGER):
+            self.run_cron()
+        self.sandbox.remove_fault(fault)
+        kept = self.failed()
+        self.assertTrue(kept.retry_automatically)
+        self.assertFalse(self.messages_with(message_id))
+        self.run_cron()
+        self.assertEqual(kept.state, "done")
+        self.assertFalse(kept.retry_automatically)
+        self.assertEqual(len(self.messages_with(message_id)), 1)
+        self.assertEqual(self.server.microsoft_graph_imported_count, 1)
+        self.assertTrue(self.sandbox.messages(defaults.ADMIN)[0].is_read)
 
     def test_message_over_the_size_limit_is_kept(self):
         self.server.microsoft_graph_max_size = 1
@@ -487,3 +507,7 @@ class TestIncoming(GraphTransactionCase):
         self.assertEqual(action["params"]["type"], "success")
         self.assertEqual(len(self.messages_with(message_id)), 1)
         self.assertEqual(self.server.microsoft_graph_imported_count, 1)
+        # Outlook hears of it only once the request's transaction is committed.
+        self.assertFalse(self.sandbox.messages(defaults.ADMIN)[0].is_read)
+        self.env.cr.postcommit.run()
+        self.assertTrue(self.sandbox.messages(defaults.ADMIN)[0].is_read)

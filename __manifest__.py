@@ -16,6 +16,8 @@
         "views/res_config_settings_views.xml",
         "views/mail_mail_views.xml",
         "views/templates.xml",
+        "views/microsoft_outlook_graph_mailbox_views.xml",
+        "data/microsoft_outlook_graph_health_cron.xml",
     ],
     "assets": {
         "web.assets_tests": [

@@ -6,3 +6,4 @@ from . import res_config_settings
 from . import res_users
 from . import mail_mail
 from . import microsoft_outlook_graph_failed_message
+from . import microsoft_outlook_graph_mailbox

@@ -16,6 +16,7 @@ _logger = logging.getLogger(__name__)
 GRAPH = "microsoft_graph"
 # How long a throttled or unreachable mailbox rests when Microsoft names no delay.
 DEFAULT_PAUSE = timedelta(seconds=60)
+LAST_SENT_RESOLUTION = timedelta(minutes=1)
 
 
 class GraphSendDeferred(smtplib.SMTPServerDisconnected):
@@ -63,6 +64,7 @@ class IrMailServer(models.Model):
         "Odoo records its Microsoft message id (2 requests per mail). Off: one request per "
         "mail and no Microsoft id recorded.",
     )
+    microsoft_graph_last_sent_at = fields.Datetime("Last Sent", copy=False, readonly=True)
     microsoft_graph_paused_until = fields.Datetime(
         "Sending Paused Until",
         copy=False,
@@ -159,10 +161,14 @@ class IrMailServer(models.Model):
         smtp_session=None,
     ):
         session = smtp_session
-        if session is None and not self._disable_send() and not smtp_server:
-            session = self._connect__(smtp_from=message["From"], mail_server_id=mail_server_id)
-            if not isinstance(session, GraphMailSession):
-                session = None
+        if session is None and not smtp_server and not self._disable_send():
+            # Look at the server that would be used, without opening an SMTP session.
+            if mail_server_id:
+                server, smtp_from = self.sudo().browse(mail_server_id), message["From"]
+            else:
+                server, smtp_from = self.sudo()._find_mail_server(message["From"])
+            if server and server.smtp_authentication == GRAPH:
+                session = self._connect__(smtp_from=smtp_from, mail_server_id=server.id)
         if not isinstance(session, GraphMailSession):
             return super().send_email(
                 message,
@@ -254,6 +260,11 @@ class IrMailServer(models.Model):
                 self.env._("Mail Delivery Failed"),
                 self.env._("Microsoft Graph refused the mail: %s", exc),
             ) from None
+        if not self.microsoft_graph_last_sent_at or (
+            self.microsoft_graph_last_sent_at < now - LAST_SENT_RESOLUTION
+        ):
+            # At most one write a minute: concurrent senders would queue on this row.
+            self.microsoft_graph_last_sent_at = now
         self.env["mail.mail"].sudo().search([("message_id", "=", message_id)]).write(
             {
                 "microsoft_graph_message_id": sent.id,

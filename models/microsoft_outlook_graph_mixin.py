@@ -432,18 +432,19 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
             record.invalidate_recordset()
 
     def _microsoft_graph_refresh_locked(self, seen_access_token, force_refresh):
-        """On the locking cursor: refresh unless another worker just did, then commit."""
+        """On a new cursor of its own: refresh unless another worker just did, then commit."""
         cr = self.env.cr
         for attempt in range(LOCK_ATTEMPTS):
             try:
                 cr.execute(
                     f'SELECT 1 FROM "{self._table}" WHERE id = %s FOR NO KEY UPDATE',  # noqa: S608
                     [self.id],
+                    log_exceptions=False,
                 )
                 break
             except psycopg2.errors.SerializationFailure:
-                # Another worker refreshed and committed while we waited for the row:
-                # a new transaction sees its tokens.
+                # The lock holder refreshed and committed while we waited: under
+                # REPEATABLE READ a new transaction is needed to see its tokens.
                 cr.rollback()  # pylint: disable=invalid-commit
                 if attempt == LOCK_ATTEMPTS - 1:
                     raise

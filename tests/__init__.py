@@ -7,3 +7,4 @@ from . import test_lifecycle
 from . import test_tours
 from . import test_incoming
 from . import test_token_race
+from . import test_health

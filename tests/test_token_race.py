@@ -67,15 +67,18 @@ class TestTokenRace(GraphTransactionCase):
 
         def worker():
             try:
-                with self.registry.cursor() as cr:
-                    # Odoo's test runner holds the registry lock that a new Environment
-                    # waits for; a worker process would not.
+                # As _microsoft_graph_access_token does: read on the worker's cursor,
+                # refresh on a new one. Odoo's test runner holds the registry lock that
+                # a new Environment waits for, hence the explicit transactions.
+                with self.registry.cursor() as cr, self.registry.cursor() as lock_cr:
                     cr.transaction = Transaction(self.registry)
+                    lock_cr.transaction = Transaction(self.registry)
                     env = api.Environment(cr, SUPERUSER_ID, {})
                     server = env["ir.mail_server"].browse(self.server_id)
                     seen = server._microsoft_graph_open_tokens()["access_token"]
                     start.wait(timeout=10)
-                    tokens.append(server._microsoft_graph_refresh_locked(seen, False))
+                    locked = server.with_env(server.env(cr=lock_cr))
+                    tokens.append(locked._microsoft_graph_refresh_locked(seen, False))
             except Exception as exc:  # reported by the assertion below
                 errors.append(repr(exc))
 

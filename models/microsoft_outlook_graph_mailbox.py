@@ -1,0 +1,229 @@
+import json
+from datetime import timedelta
+
+from odoo import api, fields, models, tools
+from odoo.tools import SQL
+
+NOTIFIED_PARAM = "microsoft_outlook_graph.notified_problems"
+SECRET_WARNING_DAYS = 30
+STUCK_AFTER = timedelta(hours=1)
+
+
+class MicrosoftOutlookGraphMailbox(models.Model):
+    """Every Graph mail server, outgoing and incoming, on one health list.
+
+    A database view over the servers, so filters and grouping are plain SQL and the
+    list never goes stale.
+    """
+
+    _name = "microsoft.outlook.graph.mailbox"
+    _description = "Microsoft Graph Mailbox Health"
+    _auto = False
+    _order = "needs_attention desc, name"
+
+    direction = fields.Selection(
+        [("outgoing", "Outgoing"), ("incoming", "Incoming")], readonly=True
+    )
+    name = fields.Char("Server", readonly=True)
+    mailbox = fields.Char(readonly=True)
+    mailbox_kind = fields.Selection(
+        [("personal", "Personal mailbox"), ("shared", "Shared mailbox")],
+        "Mailbox Type",
+        readonly=True,
+    )
+    mail_server_id = fields.Many2one("ir.mail_server", readonly=True)
+    fetchmail_server_id = fields.Many2one("fetchmail.server", readonly=True)
+    active = fields.Boolean(readonly=True)
+    account_address = fields.Char("Connected Account", readonly=True)
+    connected = fields.Boolean(readonly=True)
+    needs_reconnect = fields.Boolean("Reconnect Needed", readonly=True)
+    token_expires_at = fields.Datetime("Access Token Expiry", readonly=True)
+    last_activity = fields.Datetime(
+        "Last Sync or Send", readonly=True, help="Last successful import or send."
+    )
+    paused_until = fields.Datetime("Sending Paused Until", readonly=True)
+    failed_count = fields.Integer(
+        "Failed", readonly=True, help="Failed mails (outgoing) or messages not imported (incoming)."
+    )
+    queued_count = fields.Integer("Queued", readonly=True, help="Mails waiting in Odoo's queue.")
+    last_error = fields.Text(readonly=True)
+    needs_attention = fields.Boolean(readonly=True)
+    status = fields.Selection(
+        [
+            ("not_connected", "Not connected"),
+            ("valid", "Outlook Token Valid"),
+            ("reconnect", "Reconnect needed"),
+        ],
+        compute="_compute_status",
+    )
+
+    def _compute_status(self):
+        for row in self:
+            server = row.mail_server_id or row.fetchmail_server_id
+            row.status = server.microsoft_graph_status if server else "not_connected"
+
+    @api.model
+    def _table_query_sql(self):
+        return """
+            SELECT s.id * 2 AS id,
+                   'outgoing' AS direction,
+                   s.name,
+                   s.smtp_user AS mailbox,
+                   s.microsoft_graph_mailbox_kind AS mailbox_kind,
+                   s.id AS mail_server_id,
+                   NULL::integer AS fetchmail_server_id,
+                   s.active,
+                   s.microsoft_graph_account_address AS account_address,
+                   s.microsoft_graph_tokens_sealed IS NOT NULL AS connected,
+                   COALESCE(s.microsoft_graph_needs_reconnect, false) AS needs_reconnect,
+                   s.microsoft_graph_token_expires_at AS token_expires_at,
+                   s.microsoft_graph_last_sent_at AS last_activity,
+                   s.microsoft_graph_paused_until AS paused_until,
+                   (SELECT count(*) FROM mail_mail m
+                      JOIN mail_message msg ON msg.id = m.mail_message_id
+                     WHERE msg.mail_server_id = s.id AND m.state = 'exception') AS failed_count,
+                   (SELECT count(*) FROM mail_mail m
+                      JOIN mail_message msg ON msg.id = m.mail_message_id
+                     WHERE msg.mail_server_id = s.id AND m.state = 'outgoing') AS queued_count,
+                   s.microsoft_graph_last_error AS last_error
+              FROM ir_mail_server s
+             WHERE s.smtp_authentication = 'microsoft_graph'
+            UNION ALL
+            SELECT f.id * 2 + 1,
+                   'incoming',
+                   f.name,
+                   f.user,
+                   f.microsoft_graph_mailbox_kind,
+                   NULL::integer,
+                   f.id,
+                   f.active,
+                   f.microsoft_graph_account_address,
+                   f.microsoft_graph_tokens_sealed IS NOT NULL,
+                   COALESCE(f.microsoft_graph_needs_reconnect, false),
+                   f.microsoft_graph_token_expires_at,
+                   f.microsoft_graph_last_success,
+                   NULL::timestamp,
+                   (SELECT count(*) FROM microsoft_outlook_graph_failed_message m
+                     WHERE m.server_id = f.id AND m.state = 'failed'),
+                   0,
+                   COALESCE(f.microsoft_graph_last_error, f.error_message)
+              FROM fetchmail_server f
+             WHERE f.server_type = 'microsoft_graph'
+        """
+
+    def init(self):
+        tools.drop_view_if_exists(self.env.cr, self._table)
+        self.env.cr.execute(
+            SQL(
+                """
+                CREATE OR REPLACE VIEW %s AS (
+                    SELECT *,
+                           active AND (
+                               NOT connected OR needs_reconnect OR failed_count > 0
+                               OR last_error IS NOT NULL
+                           ) AS needs_attention
+                      FROM (%s) AS servers
+                )
+                """,
+                SQL.identifier(self._table),
+                SQL(self._table_query_sql()),
+            )
+        )
+
+    def action_open_server(self):
+        self.ensure_one()
+        server = self.mail_server_id or self.fetchmail_server_id
+        return {
+            "type": "ir.actions.act_window",
+            "res_model": server._name,
+            "res_id": server.id,
+            "view_mode": "form",
+            "target": "current",
+        }
+
+    # ------------------------------------------------------------------
+    # The daily check
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _cron_microsoft_graph_health_check(self):
+        """Tell the administrators about each problem once, while it lasts."""
+        problems = self._microsoft_graph_current_problems()
+        Config = self.env["ir.config_parameter"].sudo()
+        already = set(json.loads(Config.get_param(NOTIFIED_PARAM) or "[]"))
+        for key, (subject, body, record) in problems.items():
+            if key not in already:
+                self._microsoft_graph_notify(subject, body, record)
+        # Solved problems are forgotten, so that they are reported again if they return.
+        Config.set_param(NOTIFIED_PARAM, json.dumps(sorted(problems)))
+        return len(set(problems) - already)
+
+    @api.model
+    def _microsoft_graph_current_problems(self):
+        """{stable key: (subject, body, record or None)} of what needs an administrator."""
+        _ = self.env._
+        problems = {}
+        expiry = (
+            self.env["ir.config_parameter"]
+            .sudo()
+            .get_param("microsoft_outlook_graph.secret_expiry")
+        )
+        if expiry:
+            expires_on = fields.Date.to_date(expiry)
+            days = (expires_on - fields.Date.context_today(self)).days
+            if days <= SECRET_WARNING_DAYS:
+                problems[f"secret_expiry:{expiry}"] = (
+                    _("The Outlook client secret expires on %s", expiry),
+                    _(
+                        "Create a new client secret for the Azure app (Certificates & secrets), "
+                        "enter it in Settings > General Settings > Outlook with its new expiry "
+                        "date. Until then every Outlook (Microsoft Graph) mailbox keeps working; "
+                        "after it, none does."
+                    ),
+                    None,
+                )
+        rows = self.search([("active", "=", True)])
+        for row in rows.filtered("needs_reconnect"):
+            server = row.mail_server_id or row.fetchmail_server_id
+            problems[f"reconnect:{server._name}:{server.id}"] = (
+                _("Outlook mailbox %s must be reconnected", row.mailbox),
+                row.last_error or _("Press Reconnect on the mail server form."),
+                server,
+            )
+        stuck_before = fields.Datetime.now() - STUCK_AFTER
+        for row in rows.filtered(lambda row: row.direction == "outgoing" and row.queued_count):
+            stuck = (
+                self.env["mail.mail"]
+                .sudo()
+                .search_count(
+                    [
+                        ("mail_server_id", "=", row.mail_server_id.id),
+                        ("state", "=", "outgoing"),
+                        ("create_date", "<", stuck_before),
+                    ]
+                )
+            )
+            if stuck:
+                problems[f"stuck:{row.mail_server_id.id}"] = (
+                    _("Mail waits for more than an hour on %s", row.mailbox),
+                    _(
+                        "%(count)s mails are still queued for %(mailbox)s. Their failure "
+                        "reason says why (throttling, a connection to reconnect).",
+                        count=stuck,
+                        mailbox=row.mailbox,
+                    ),
+                    row.mail_server_id,
+                )
+        return problems
+
+    @api.model
+    def _microsoft_graph_notify(self, subject, body, record=None):
+        admins = self.env.ref("base.group_system").sudo().all_user_ids.filtered("active")
+        if admins:
+            self.env["mail.thread"].sudo().message_notify(
+                partner_ids=admins.partner_id.ids,
+                subject=subject,
+                body=body,
+                model=record._name if record else False,
+                res_id=record.id if record else False,
+            )

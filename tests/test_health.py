@@ -1,0 +1,81 @@
+from datetime import timedelta
+
+from odoo import fields
+from odoo.tests import tagged
+
+from odoo.addons.microsoft_outlook_graph.sandbox import defaults
+
+from .common import GraphTransactionCase, connect_without_browser
+
+
+@tagged("post_install", "-at_install")
+class TestHealth(GraphTransactionCase):
+    def setUp(self):
+        super().setUp()
+        self.outgoing = connect_without_browser(self, self.create_outgoing())
+        self.incoming = connect_without_browser(self, self.create_incoming())
+        self.Mailbox = self.env["microsoft.outlook.graph.mailbox"]
+
+    def notifications(self):
+        return self.env["mail.message"].search_count([("message_type", "=", "user_notification")])
+
+    def test_every_graph_server_on_one_list(self):
+        self.env.flush_all()
+        rows = self.Mailbox.search([])
+        self.assertEqual(sorted(rows.mapped("direction")), ["incoming", "outgoing"])
+        self.assertEqual(set(rows.mapped("status")), {"valid"})
+        self.assertFalse(self.Mailbox.search([("needs_attention", "=", True)]))
+        outgoing_row = rows.filtered(lambda row: row.direction == "outgoing")
+        self.assertEqual(outgoing_row.mail_server_id, self.outgoing)
+        self.assertEqual(outgoing_row.action_open_server()["res_id"], self.outgoing.id)
+
+    def test_a_server_needing_reconnect_needs_attention(self):
+        self.outgoing.sudo().write(
+            {"microsoft_graph_needs_reconnect": True, "microsoft_graph_last_error": "Revoked."}
+        )
+        self.env.flush_all()
+        [row] = self.Mailbox.search([("needs_attention", "=", True)])
+        self.assertEqual(row.mail_server_id, self.outgoing)
+        self.assertEqual(row.status, "reconnect")
+
+    def test_daily_check_reports_each_problem_once(self):
+        soon = fields.Date.today() + timedelta(days=10)
+        self.env["ir.config_parameter"].sudo().set_param(
+            "microsoft_outlook_graph.secret_expiry", fields.Date.to_string(soon)
+        )
+        mail = self.env["mail.mail"].create(
+            {
+                "email_from": defaults.ADMIN,
+                "email_to": "customer@example.com",
+                "subject": "Stuck",
+                "mail_server_id": self.outgoing.id,
+            }
+        )
+        self.env.cr.execute(
+            "UPDATE mail_mail SET create_date = now() - interval '2 hours' WHERE id = %s",
+            [mail.id],
+        )
+        self.env.invalidate_all()
+        before = self.notifications()
+        self.assertEqual(self.Mailbox._cron_microsoft_graph_health_check(), 2)
+        self.assertEqual(self.notifications(), before + 2)
+        # The next day, the same problems: nothing new.
+        self.assertEqual(self.Mailbox._cron_microsoft_graph_health_check(), 0)
+        self.assertEqual(self.notifications(), before + 2)
+        # Solved, then back: reported again.
+        mail.unlink()
+        self.Mailbox._cron_microsoft_graph_health_check()
+        again = self.env["mail.mail"].create(
+            {
+                "email_from": defaults.ADMIN,
+                "email_to": "other@example.com",
+                "subject": "Stuck again",
+                "mail_server_id": self.outgoing.id,
+            }
+        )
+        self.env.cr.execute(
+            "UPDATE mail_mail SET create_date = now() - interval '2 hours' WHERE id = %s",
+            [again.id],
+        )
+        self.env.invalidate_all()
+        self.assertEqual(self.Mailbox._cron_microsoft_graph_health_check(), 1)

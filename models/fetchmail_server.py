@@ -157,6 +157,9 @@ class FetchmailServer(models.Model):
         for server in self:
             server.microsoft_graph_failed_count = counts.get(server._origin, 0)
 
+    def _microsoft_graph_switch_values(self):
+        return {"server_type": GRAPH, "password": False}
+
     def _compute_server_type_info(self):
         graph_servers = self.filtered(lambda server: server.server_type == GRAPH)
         graph_servers.server_type_info = self.env._(

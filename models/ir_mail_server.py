@@ -282,6 +282,9 @@ class IrMailServer(models.Model):
         )
         return sent
 
+    def _microsoft_graph_switch_values(self):
+        return {"smtp_authentication": GRAPH, "smtp_pass": False}
+
     def _get_personal_mail_servers_limit(self):
         if self.smtp_authentication == GRAPH:
             # Exchange Online accepts 30 messages a minute per mailbox.

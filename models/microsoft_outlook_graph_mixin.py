@@ -315,6 +315,34 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
             self.microsoft_graph_mailbox_kind,
         )
 
+    def action_microsoft_graph_switch_from_outlook(self):
+        """Turn an Odoo Outlook (IMAP/SMTP OAuth) server into a Graph one, in place.
+
+        Address, filters and options stay; Odoo's plaintext Outlook tokens are wiped;
+        the admin is sent to Microsoft to grant the Graph permissions.
+        """
+        self.ensure_one()
+        self._microsoft_graph_check_can_manage()
+        self.sudo().write(
+            {
+                **self._microsoft_graph_switch_values(),
+                "microsoft_graph_mailbox_kind": "personal",
+                "microsoft_outlook_refresh_token": False,
+                "microsoft_outlook_access_token": False,
+                "microsoft_outlook_access_token_expiration": False,
+            }
+        )
+        _logger.info(
+            "[Graph API] %s #%s switched from Outlook IMAP/SMTP to Microsoft Graph",
+            self._name,
+            self.id,
+        )
+        return self.action_microsoft_graph_connect()
+
+    def _microsoft_graph_switch_values(self):
+        """The values that make this server use Graph; set by each server model."""
+        raise NotImplementedError
+
     def action_microsoft_graph_disconnect(self):
         self.ensure_one()
         self._microsoft_graph_check_can_manage()

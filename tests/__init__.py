@@ -8,3 +8,4 @@ from . import test_tours
 from . import test_incoming
 from . import test_token_race
 from . import test_health
+from . import test_migration

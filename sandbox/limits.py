@@ -30,6 +30,9 @@ DEFAULTS = {
     "retry_after_style": "int",
     # Retry-After of a concurrency 429, before the style is applied.
     "concurrency_retry_after": 1.0,
+    # Seconds every answer waits before it goes out, and every new connection before its TLS
+    # handshake: a network round trip, for benchmarks (bench/). Wall time, not time_scale'd.
+    "latency": 0.0,
 }
 
 

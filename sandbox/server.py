@@ -9,6 +9,7 @@ import ssl
 import struct
 import tempfile
 import threading
+import time
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ class _TlsHttpServer(ThreadingHTTPServer):
         # Headers and body go out as separate writes: without this, Nagle's algorithm and
         # the client's delayed ACK add 40 ms to each answer.
         request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _wait_latency(self.pipeline.sb)  # the round trip of the handshake
         try:
             tls = self.context.wrap_socket(request, server_side=True)
         except (OSError, ssl.SSLError):
@@ -118,6 +120,12 @@ class HttpsServer:
         self._server.server_close()
         self._thread.join(5)
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _wait_latency(sandbox):
+    latency = sandbox.limits.latency
+    if latency > 0:
+        time.sleep(latency)
 
 
 def _read_body(handler, limit):
@@ -203,6 +211,7 @@ class Pipeline:
         family = route.family if route else family_of(request.path)
         limit = MAX_REQUEST_BODY if family == "graph" else 64 * MAX_REQUEST_BODY
         request.body, too_large = _read_body(handler, limit)
+        _wait_latency(sb)
         request.params = params
         if route and route.peek:
             with sb.lock:

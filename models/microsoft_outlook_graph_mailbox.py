@@ -161,7 +161,6 @@ class MicrosoftOutlookGraphMailbox(models.Model):
     @api.model
     def _microsoft_graph_current_problems(self):
         """{stable key: (subject, body, record or None)} of what needs an administrator."""
-        _ = self.env._
         problems = {}
         expiry = (
             self.env["ir.config_parameter"]
@@ -173,8 +172,8 @@ class MicrosoftOutlookGraphMailbox(models.Model):
             days = (expires_on - fields.Date.context_today(self)).days
             if days <= SECRET_WARNING_DAYS:
                 problems[f"secret_expiry:{expiry}"] = (
-                    _("The Outlook client secret expires on %s", expiry),
-                    _(
+                    self.env._("The Outlook client secret expires on %s", expiry),
+                    self.env._(
                         "Create a new client secret for the Azure app (Certificates & secrets), "
                         "enter it in Settings > General Settings > Outlook with its new expiry "
                         "date. Until then every Outlook (Microsoft Graph) mailbox keeps working; "
@@ -186,8 +185,8 @@ class MicrosoftOutlookGraphMailbox(models.Model):
         for row in rows.filtered("needs_reconnect"):
             server = row.mail_server_id or row.fetchmail_server_id
             problems[f"reconnect:{server._name}:{server.id}"] = (
-                _("Outlook mailbox %s must be reconnected", row.mailbox),
-                row.last_error or _("Press Reconnect on the mail server form."),
+                self.env._("Outlook mailbox %s must be reconnected", row.mailbox),
+                row.last_error or self.env._("Press Reconnect on the mail server form."),
                 server,
             )
         stuck_before = fields.Datetime.now() - STUCK_AFTER
@@ -205,8 +204,8 @@ class MicrosoftOutlookGraphMailbox(models.Model):
             )
             if stuck:
                 problems[f"stuck:{row.mail_server_id.id}"] = (
-                    _("Mail waits for more than an hour on %s", row.mailbox),
-                    _(
+                    self.env._("Mail waits for more than an hour on %s", row.mailbox),
+                    self.env._(
                         "%(count)s mails are still queued for %(mailbox)s. Their failure "
                         "reason says why (throttling, a connection to reconnect).",
                         count=stuck,

@@ -33,18 +33,27 @@ class GraphSendDeferred(smtplib.SMTPServerDisconnected):
 
 
 class GraphMailSession:
-    """What ``send_email`` expects from ``_connect__``, over Microsoft Graph."""
+    """What ``send_email`` expects from ``_connect__``, over Microsoft Graph.
+
+    Odoo opens one per batch of queued mails: its HTTPS connection to Graph is
+    reused by every mail of the batch, as an SMTP session would be.
+    """
 
     def __init__(self, server, smtp_from):
         self.server = server
         self.from_filter = server.from_filter
         self.smtp_from = smtp_from
+        self._sender = None
 
     def send_message(self, message, smtp_from=None, smtp_to_list=None):
-        return self.server._microsoft_graph_send(message)
+        if self._sender is None:
+            self._sender = self.server._microsoft_graph_sender()
+        return self.server._microsoft_graph_send(message, self._sender)
 
     def quit(self):
-        """Nothing to close: each request stands alone."""
+        if self._sender is not None:
+            self._sender.client.session.close()
+            self._sender = None
 
 
 class IrMailServer(models.Model):
@@ -187,10 +196,22 @@ class IrMailServer(models.Model):
         _smtp_from, _smtp_to_list, message = self._prepare_email_message__(message, session)
         if self._disable_send():
             return message["Message-Id"]
-        session.send_message(message)
+        try:
+            session.send_message(message)
+        finally:
+            # A pre-established session belongs to the caller, as with SMTP.
+            if session is not smtp_session:
+                session.quit()
         return message["Message-Id"]
 
-    def _microsoft_graph_send(self, message):
+    def _microsoft_graph_sender(self):
+        self.ensure_one()
+        return GraphSender(
+            self._microsoft_graph_client(),
+            save_to_sent_items=self.microsoft_graph_save_to_sent_items,
+        )
+
+    def _microsoft_graph_send(self, message, sender=None):
         """Send Odoo's own MIME message through Graph and record what Microsoft says.
 
         Transient trouble (throttling, outages, a connection waiting for a reconnect)
@@ -211,10 +232,7 @@ class IrMailServer(models.Model):
                 message_id,
             )
         shared = self.microsoft_graph_mailbox_kind == "shared"
-        sender = GraphSender(
-            self._microsoft_graph_client(),
-            save_to_sent_items=self.microsoft_graph_save_to_sent_items,
-        )
+        sender = sender or self._microsoft_graph_sender()
         try:
             sent = sender.send(
                 message.as_bytes(),

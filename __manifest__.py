@@ -18,6 +18,8 @@
         "views/templates.xml",
         "views/microsoft_outlook_graph_mailbox_views.xml",
         "data/microsoft_outlook_graph_health_cron.xml",
+        "views/microsoft_outlook_graph_subscription_views.xml",
+        "data/microsoft_outlook_graph_subscription_cron.xml",
     ],
     "assets": {
         "web.assets_tests": [

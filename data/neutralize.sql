@@ -17,3 +17,5 @@ UPDATE fetchmail_server
  WHERE server_type = 'microsoft_graph';
 
 DELETE FROM microsoft_outlook_graph_flow;
+
+DELETE FROM microsoft_outlook_graph_subscription;

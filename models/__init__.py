@@ -7,3 +7,4 @@ from . import res_users
 from . import mail_mail
 from . import microsoft_outlook_graph_failed_message
 from . import microsoft_outlook_graph_mailbox
+from . import microsoft_outlook_graph_subscription

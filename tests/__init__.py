@@ -9,3 +9,4 @@ from . import test_incoming
 from . import test_token_race
 from . import test_health
 from . import test_migration
+from . import test_notifications

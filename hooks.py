@@ -2,8 +2,10 @@ def uninstall_hook(env):
     """Leave no Microsoft secret behind, and no server pointing at a type that is gone.
 
     The token columns go away with the module; the Azure client secret sealed in the
-    system parameters and the Graph servers themselves do not.
+    system parameters and the Graph servers themselves do not. Subscriptions are
+    deleted at Microsoft first, while the settings to reach it still exist.
     """
+    env["microsoft.outlook.graph.subscription"].sudo().search([])._microsoft_graph_remove()
     env["ir.config_parameter"].sudo().search(
         [("key", "=like", "microsoft_outlook_graph.%")]
     ).unlink()

@@ -124,6 +124,19 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
                     resealed += 1
                 except VaultError:
                     unreadable += 1
+        subscriptions = (
+            self.env["microsoft.outlook.graph.subscription"]
+            .sudo()
+            .search([("client_state_sealed", "!=", False)])
+        )
+        for subscription in subscriptions:
+            try:
+                subscription.client_state_sealed = vault.reseal(
+                    subscription.client_state_sealed, "client_state"
+                )
+                resealed += 1
+            except VaultError:
+                unreadable += 1
         # Pending sign-ins live ten minutes: dropping them is simpler than resealing.
         self.env["microsoft.outlook.graph.flow"].sudo().search([]).unlink()
         Config = self.env["ir.config_parameter"].sudo()

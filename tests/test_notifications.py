@@ -461,15 +461,9 @@ class TestNotifications(GraphHttpCase):
         self.assertIn("[Graph API]", logs.output[0])
         self.assertFalse(self.Subscription.search([]))
 
-    def test_uninstall_hook_never_fails(self):
+    def test_uninstall_deletes_subscriptions_at_microsoft(self):
         self.subscribe()
-        # The hook deletes the Settings first: the DELETE cannot reach the sandbox any
-        # more (docs/notifications.md, "Not done"), and must not stop the uninstall.
-        with (
-            self.assertLogs(MODEL_LOGGER, "WARNING") as logs,
-            mute_logger(GRAPH_LOGGER, "odoo.tests.common.requests"),
-        ):
-            uninstall_hook(self.env)
-        self.assertIn("[Graph API]", logs.output[0])
+        uninstall_hook(self.env)
+        self.assertFalse(self.sandbox.subscriptions())
         self.assertFalse(self.server.active)
         self.assertFalse(self.Subscription.search([]))

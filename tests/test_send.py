@@ -190,3 +190,47 @@ class TestSend(GraphTransactionCase):
             ["sendMail"],
         )
         self.assertFalse(mail.microsoft_graph_message_id)
+
+    def test_chatter_message_leaves_through_graph(self):
+        """A message posted on a record goes out by Odoo's own notification path."""
+        self.env.user.email = defaults.ADMIN
+        customer = self.env["res.partner"].create(
+            {"name": "Customer", "email": "customer@example.com"}
+        )
+        record = self.env["res.partner"].create({"name": "Thread"})
+        record.message_post(
+            body="<p>Hello from the chatter</p>",
+            subject="Chatter",
+            partner_ids=customer.ids,
+            message_type="comment",
+            subtype_xmlid="mail.mt_comment",
+            mail_auto_delete=False,
+        )
+        mails = self.env["mail.mail"].search([("subject", "=", "Chatter")])
+        self.assertTrue(mails)
+        mails.send()
+        self.assertEqual(set(mails.mapped("state")), {"sent"}, mails.mapped("failure_reason"))
+        [stored] = [m for m in self.sent_messages() if "customer@example.com" in m["To"]]
+        # Replies thread back into Odoo through the message's own headers.
+        self.assertIn(stored["Message-Id"], mails.mapped("message_id"))
+        # Odoo sends one copy per recipient partner; each left exactly once.
+        self.assertEqual(len(self.sandbox.outbox()), len(self.sent_messages()))
+
+    def test_template_mail_leaves_through_graph(self):
+        template = self.env["mail.template"].create(
+            {
+                "name": "Welcome",
+                "model_id": self.env["ir.model"]._get_id("res.partner"),
+                "subject": "Welcome {{ object.name }}",
+                "body_html": "<p>Welcome</p>",
+                "email_from": defaults.ADMIN,
+                "email_to": "{{ object.email }}",
+                "auto_delete": False,
+            }
+        )
+        partner = self.env["res.partner"].create({"name": "Bob", "email": "bob@example.com"})
+        mail = self.env["mail.mail"].browse(template.send_mail(partner.id))
+        mail.send()
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+        [stored] = self.sent_messages()
+        self.assertEqual(stored["Subject"], "Welcome Bob")

@@ -386,11 +386,11 @@ class Probe:
             finally:
                 record(message)["send_email"] += time.perf_counter() - started
 
-        def timed_graph_send(server, message):
+        def timed_graph_send(server, message, *args, **kwargs):
             requests = len(sb.log)
             started = time.perf_counter()
             try:
-                return graph_send(server, message)
+                return graph_send(server, message, *args, **kwargs)
             finally:
                 entry = record(message)
                 entry["graph"] += time.perf_counter() - started

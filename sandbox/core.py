@@ -7,7 +7,15 @@ import threading
 import time
 from datetime import UTC
 
-from . import entra, graph_mail, graph_send, graph_subscriptions, graph_sync, graph_users
+from . import (
+    entra,
+    exchange_limits,
+    graph_mail,
+    graph_send,
+    graph_subscriptions,
+    graph_sync,
+    graph_users,
+)
 from .directory import Directory
 from .faults import FaultInjector
 from .limits import Limits
@@ -18,7 +26,15 @@ from .tokens import TokenStore, parse_scopes
 from .web import Router
 
 # Adding an endpoint family = one module with register(router, sandbox) listed here.
-HANDLER_MODULES = (entra, graph_users, graph_send, graph_mail, graph_sync, graph_subscriptions)
+HANDLER_MODULES = (
+    entra,
+    graph_users,
+    graph_send,
+    graph_mail,
+    graph_sync,
+    graph_subscriptions,
+    exchange_limits,
+)
 
 
 class Clock:
@@ -162,6 +178,7 @@ class Sandbox:
 
     def messages(self, mailbox_address, folder="inbox"):
         """The messages of a folder, oldest delivery first."""
+        exchange_limits.release_due(self)
         with self.lock:
             target = self.directory.require_mailbox(mailbox_address).folder(folder)
             if target is None:
@@ -253,6 +270,8 @@ class Sandbox:
         """Move the sandbox clock forward (token and code expiry, limit windows)."""
         with self.lock:
             self.clock.offset += seconds
+        # Mail the message rate held back reaches sandbox inboxes once its time has come.
+        exchange_limits.release_due(self)
 
     def sign_in(self, auth_uri, accept=True, login=None):
         """Play the user on the consent page; see signin.SignInResult."""
@@ -263,6 +282,15 @@ class Sandbox:
     def configure_limits(self, **settings):
         """See limits.DEFAULTS for the names (request_budget, time_scale, ...)."""
         self.limits.configure(**settings)
+
+    def configure_sending_limits(self, mailbox=None, **settings):
+        """Exchange Online's sending limits, for every mailbox or (mailbox=address) one.
+
+        See exchange_limits.DEFAULTS: recipients_per_day, recipients_per_message,
+        messages_per_minute (None: no limit), refusal ("ndr" | "error"), error_status,
+        time_scale (None: the one of configure_limits).
+        """
+        exchange_limits.configure(self, mailbox, **settings)
 
     def account_upload(self, app_id, mailbox_address, size):
         """Count uploaded bytes against the 150 MB / 5 min budget; seconds to wait or None."""

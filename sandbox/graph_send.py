@@ -16,7 +16,7 @@ from email.message import EmailMessage, MIMEPart
 from email.parser import BytesHeaderParser
 from functools import partial
 
-from . import graph_mail
+from . import exchange_limits, graph_mail
 from .errors import GraphError
 from .graph_common import FOLDER, add_route, metadata, paged, selection
 from .graph_mail import MESSAGE, PREFER_TEXT, folder_of, message_of
@@ -50,6 +50,8 @@ class Delivery:
     mailbox: str  # where it was submitted (whose Sent Items keep the copy)
     id: str | None  # the Sent Items copy, if one was kept
     time: float
+    # When it left Exchange: later than time when the message rate carried it over.
+    delivered_at: float | None = None
 
 
 @dataclass(eq=False)
@@ -105,7 +107,8 @@ def sent(sb, mailbox_address):
 
 
 def outbox(sb):
-    """Every mail that left, in order (Delivery objects)."""
+    """Every mail Exchange took to deliver, in order (Delivery objects; see delivered_at)."""
+    exchange_limits.release_due(sb)
     with sb.lock:
         return list(sb.directory.outbox)
 
@@ -394,6 +397,9 @@ def _submit(sb, request, mailbox, raw, save, draft=None):
             "At least one recipient is required, but none were found.",
         )
     now = request.now
+    # Exchange Online's sending limits, counted against the signed-in user (exchange_limits.py):
+    # an immediate refusal raises; a bounce or a carried-over departure is applied below.
+    admission = exchange_limits.submit(sb, request.token.user.mailbox, recipients, now)
     moment = parse_moment(now)
     if draft is not None:
         draft.raw = raw
@@ -404,6 +410,9 @@ def _submit(sb, request, mailbox, raw, save, draft=None):
     else:
         kept = None
     transmitted = without_header(raw, "Bcc")
+    if admission.bounced:
+        exchange_limits.bounce(sb, mailbox, transmitted, recipients, now)
+        return
     own_id = str(headers_of(transmitted).get("Message-ID", "")).strip()
     sb.directory.outbox.append(
         Delivery(
@@ -415,11 +424,12 @@ def _submit(sb, request, mailbox, raw, save, draft=None):
             mailbox=mailbox.address,
             id=kept.id if kept else None,
             time=now,
+            delivered_at=admission.delivered_at,
         )
     )
     for address in dict.fromkeys(recipients):
         if sb.directory.mailbox(address) is not None:
-            sb.directory.deliver(address, transmitted, "inbox", moment)
+            exchange_limits.deliver(sb, address, transmitted, admission.delivered_at)
 
 
 def _new_message_id(sb, mailbox):
@@ -444,12 +454,14 @@ def _move(sb, message, folder, moment):
 
 
 def send_mail(sb, request):
+    exchange_limits.release_due(sb)
     raw, save = _submitted(sb, request, wrapped=True)
     _submit(sb, request, request.target_mailbox, raw, save)
     return Response(202)
 
 
 def send_draft(sb, request):
+    exchange_limits.release_due(sb)
     message = message_of(request)
     if message.folder.well_known != "drafts":
         raise GraphError(400, "ErrorInvalidOperation", "Only a draft message can be sent.")
@@ -513,6 +525,7 @@ def add_attachment(sb, request):
 
 
 def list_folder_messages(sb, request):
+    exchange_limits.release_due(sb)
     found = _MESSAGE_ID_FILTER.fullmatch(request.query.get("$filter") or "")
     if found is None:
         return graph_mail.list_messages(sb, request)

@@ -1,0 +1,376 @@
+"""Exchange Online's sending limits of one mailbox: the budget left, and when queued mail can go.
+
+Pure arithmetic, no I/O and no Odoo: the caller passes plain values (``docs/sending-limits.md``).
+
+- A *ledger* is an iterable of ``(sent_at, recipient_count)``, one entry per message Microsoft
+  accepted from the mailbox (the signed-in account: Exchange counts Send As and Send on Behalf
+  against the delegate). ``recipient_count`` is the To, Cc and Bcc of that message
+  (:func:`count_recipients`); an address met again in another message counts again.
+- Times are epoch seconds (int or float) or datetimes (naive ones are UTC, as Odoo stores them).
+  Answers come back in the kind of the ``now`` given: seconds, naive or aware UTC datetimes.
+- An entry counts against the recipient rate from its time until ``window`` later, and against
+  the message rate until ``minute`` later. The ledger is history: no mail is placed before its
+  newest entry, and an entry "from the future" (clock skew between workers) counts already.
+"""
+
+import bisect
+import collections
+import datetime
+import email.parser
+import email.policy
+import email.utils
+import itertools
+import re
+from dataclasses import dataclass, field, replace
+
+UTC = datetime.UTC
+DAY = 86_400
+MINUTE = 60
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Exchange Online's defaults; None switches a limit off."""
+
+    recipients_per_day: int | None = 10_000
+    recipients_per_message: int | None = 500
+    messages_per_minute: int | None = 30
+    window: float = DAY
+    minute: float = MINUTE
+
+    def scaled(self, time_scale):
+        """The same limits with the day and the minute multiplied (the sandbox's time_scale)."""
+        return replace(self, window=DAY * time_scale, minute=MINUTE * time_scale)
+
+
+DEFAULT_LIMITS = Limits()
+
+
+# times ------------------------------------------------------------------------------------
+
+
+def _seconds(value):
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise TypeError(f"a time must be epoch seconds or a datetime, not {type(value).__name__}")
+
+
+def _like(reference, seconds):
+    """seconds in the kind of reference (float, naive or aware UTC datetime); None stays."""
+    if seconds is None or not isinstance(reference, datetime.datetime):
+        return seconds
+    moment = datetime.datetime.fromtimestamp(seconds, UTC)
+    return moment if reference.tzinfo is not None else moment.replace(tzinfo=None)
+
+
+def _entries(ledger):
+    """The ledger as (seconds, count) sorted by time; entries of no recipient are kept."""
+    entries = [(_seconds(when), int(count)) for when, count in ledger]
+    entries.sort(key=lambda entry: entry[0])
+    return entries
+
+
+# single checks ------------------------------------------------------------------------------
+
+
+def count_recipients(*fields):
+    """Recipients of one message as Exchange counts them: every distinct address of the fields.
+
+    Each field is a header value ("Bob <bob@x>, carol@y") or a list of them: pass To, Cc, Bcc.
+    """
+    values = []
+    for item in fields:
+        if not item:
+            continue
+        values.extend([item] if isinstance(item, str) else [str(v) for v in item if v])
+    addresses = (address.lower() for _, address in email.utils.getaddresses(values))
+    return len({address for address in addresses if address})
+
+
+def too_many_recipients(count, limits=DEFAULT_LIMITS):
+    """True when a message of count recipients can never be sent as it is (split it)."""
+    per_message, per_day = limits.recipients_per_message, limits.recipients_per_day
+    return (per_message is not None and count > per_message) or (
+        per_day is not None and count > per_day
+    )
+
+
+class Budget:
+    """The sending budget of a mailbox from its ledger: what is used, when the next mail may go.
+
+    Queries cost O(log n) after an O(n log n) start; ``record`` keeps it up to date.
+    """
+
+    def __init__(self, ledger=(), limits=DEFAULT_LIMITS):
+        self.limits = limits
+        self._load(_entries(ledger))
+
+    def _load(self, entries):
+        self._entries = entries
+        self._times = [when for when, _ in entries]
+        # The moments each entry stops counting, in the same (sorted) order.
+        self._day_ends = [when + self.limits.window for when in self._times]
+        self._minute_ends = [when + self.limits.minute for when in self._times]
+        self._before = [0, *itertools.accumulate(count for _, count in entries)]
+
+    def record(self, sent_at, recipient_count):
+        """Add one accepted message to the ledger."""
+        entry = (_seconds(sent_at), int(recipient_count))
+        entries = self._entries
+        if not entries or entry[0] >= entries[-1][0]:
+            entries.append(entry)
+            self._times.append(entry[0])
+            self._day_ends.append(entry[0] + self.limits.window)
+            self._minute_ends.append(entry[0] + self.limits.minute)
+            self._before.append(self._before[-1] + entry[1])
+        else:
+            bisect.insort(entries, entry, key=lambda e: e[0])
+            self._load(entries)
+
+    def recipients_used(self, now):
+        """Recipients counted in the rolling window at now."""
+        gone = bisect.bisect_right(self._day_ends, _seconds(now))
+        return self._before[-1] - self._before[gone]
+
+    def recipients_left(self, now):
+        """Recipients that may still go at now (None: no recipient rate)."""
+        per_day = self.limits.recipients_per_day
+        return None if per_day is None else max(0, per_day - self.recipients_used(now))
+
+    def messages_last_minute(self, now):
+        """Messages counted in the rolling minute at now."""
+        return len(self._minute_ends) - bisect.bisect_right(self._minute_ends, _seconds(now))
+
+    def _earliest(self, count, now):
+        if too_many_recipients(count, self.limits):
+            return None
+        limits = self.limits
+        # The ledger is history: nothing goes before its newest entry.
+        at = max(now, self._times[-1]) if self._times else now
+        if limits.recipients_per_day is not None:
+            # The fewest oldest entries whose leaving brings the window down to per_day - count.
+            total, allowed = self._before[-1], limits.recipients_per_day - count
+            must_leave = bisect.bisect_left(self._before, total - allowed)
+            if must_leave > 0:
+                at = max(at, self._day_ends[must_leave - 1])
+        rate = limits.messages_per_minute
+        if rate is not None and len(self._minute_ends) >= rate:
+            at = max(at, self._minute_ends[-rate])
+        return at
+
+    def next_slot(self, recipient_count, now):
+        """The earliest time from now when a message of recipient_count may go without being
+        refused or held back; None if it never can (too many recipients)."""
+        return _like(now, self._earliest(recipient_count, _seconds(now)))
+
+    def can_send(self, recipient_count, now):
+        """(whether a message of recipient_count may go at now, the earliest time it may)."""
+        earliest = self._earliest(recipient_count, _seconds(now))
+        return earliest is not None and earliest <= _seconds(now), _like(now, earliest)
+
+    def forecast(self, queue, now):
+        return _forecast(queue, self._entries, self.limits, now)
+
+
+# forecast -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """When each queued mail can go, in queue order, and when the queue is empty.
+
+    ``slots``: [(id, time or None)], None for a mail that can never go as it is (``refused``);
+    ``empties_at``: the time of the last mail that can go (``now`` for nothing to send).
+    """
+
+    slots: list
+    empties_at: object
+    refused: tuple = ()
+    times: dict = field(default_factory=dict, repr=False)
+
+    def time_of(self, mail_id):
+        return self.times[mail_id]
+
+
+class _Pacer:
+    """The ledger as two sliding windows that only move forward in time."""
+
+    def __init__(self, entries, limits, start):
+        self.limits = limits
+        self.at = start
+        # Entries still in the day at start (and every later one), with their sum.
+        first = bisect.bisect_right([when + limits.window for when, _ in entries], start)
+        self.day = collections.deque(entries[first:])
+        self.used = sum(count for _, count in self.day)
+        rate = limits.messages_per_minute
+        self.recent = collections.deque(
+            (when for when, _ in entries[-rate:]) if rate else (), maxlen=rate
+        )
+
+    def place(self, count):
+        """The time the next mail of count recipients goes (recorded), or None: never."""
+        limits = self.limits
+        if too_many_recipients(count, limits):
+            return None
+        at, day, window = self.at, self.day, limits.window
+        per_day = limits.recipients_per_day
+        if per_day is not None:
+            while day and (day[0][0] + window <= at or self.used + count > per_day):
+                when, gone = day.popleft()
+                at = max(at, when + window)
+                self.used -= gone
+        rate = limits.messages_per_minute
+        if rate is not None and len(self.recent) == rate:
+            at = max(at, self.recent[0] + limits.minute)
+        if per_day is not None:
+            day.append((at, count))
+            self.used += count
+        if rate is not None:
+            self.recent.append(at)
+        self.at = at
+        return at
+
+
+def _forecast(queue, entries, limits, now):
+    start = _seconds(now)
+    if entries:
+        start = max(start, entries[-1][0])
+    pacer = _Pacer(entries, limits, start)
+    slots, refused, times, last = [], [], {}, start
+    for mail_id, count in queue:
+        at = pacer.place(count)
+        if at is None:
+            refused.append(mail_id)
+        else:
+            last = at
+        when = _like(now, at)
+        slots.append((mail_id, when))
+        times[mail_id] = when
+    return Forecast(slots, _like(now, last), tuple(refused), times)
+
+
+def forecast(queue, ledger=(), limits=DEFAULT_LIMITS, now=None):
+    """When each queued mail, given in sending order as (id, recipient_count), can go.
+
+    Oldest first and one after the other, each as early as both rates allow: no mail goes before
+    the one ahead of it, so the caller decides the order (transactional mail before mass mail).
+    O(len(queue) + len(ledger)) after sorting the ledger.
+    """
+    if now is None:
+        raise TypeError("forecast() needs now")
+    return _forecast(queue, _entries(ledger), limits, now)
+
+
+# recognising refusals -----------------------------------------------------------------------
+
+# The recipient rate refusal: Exchange's SubmissionQuotaExceededException (SMTP 554 5.2.0), the
+# sandbox's Graph code ErrorSubmissionQuotaExceeded, and the enhanced status 5.1.90 ("you've
+# reached your daily limit for message recipients") of Exchange Online's NDR table.
+_QUOTA = re.compile(r"SubmissionQuotaExceeded|(?<![\d.])5\.1\.90(?![\d.])", re.IGNORECASE)
+
+
+def _texts(value, depth=0):
+    if depth > 6 or value is None:
+        return
+    if isinstance(value, bytes | bytearray | memoryview):
+        yield bytes(value).decode("latin-1")
+    elif isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _texts(item, depth + 1)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _texts(item, depth + 1)
+    elif isinstance(value, BaseException):
+        # services.errors.GraphError keeps Microsoft's code and scrubbed message.
+        for name in ("code", "detail", "user_message"):
+            yield from _texts(getattr(value, name, None), depth + 1)
+        yield from _texts(list(value.args), depth + 1)
+    else:
+        yield str(value)
+
+
+def is_quota_refusal(value):
+    """True for Exchange's recipient rate refusal, in a Graph error (exception, error body or
+    its text) or in the text of a delivery status notification."""
+    return any(_QUOTA.search(text) for text in _texts(value))
+
+
+_HEADERS = email.parser.HeaderParser(policy=email.policy.default)
+_RETURNED = ("text/rfc822-headers", "message/rfc822-headers", "message/rfc822")
+_MESSAGE_ID = re.compile(r"<[^<>\s]+>")
+
+
+def _first_id(value):
+    found = _MESSAGE_ID.search(str(value or ""))
+    return found.group(0) if found else None
+
+
+def _part_text(part):
+    payload = part.get_payload(decode=True) if not part.is_multipart() else None
+    if payload is None:  # message/delivery-status: a list of header blocks
+        payload = part.as_bytes(policy=email.policy.compat32)
+    return payload.decode("latin-1")
+
+
+def _leaves(message):
+    """The parts of a message that are its own text, returned messages or headers left out."""
+    for part in message.iter_parts():
+        kind = part.get_content_type()
+        if kind in _RETURNED:
+            continue
+        if part.is_multipart() and kind != "message/delivery-status":
+            yield from _leaves(part)
+        else:
+            yield part
+
+
+def _returned_id(message):
+    for part in message.walk():
+        if part.get_content_type() not in _RETURNED:
+            continue
+        payload = part.get_payload()
+        if isinstance(payload, list):  # message/rfc822, parsed as a message
+            found = _first_id(payload[0].get("Message-ID")) if payload else None
+        else:
+            found = _first_id(_HEADERS.parsestr(_part_text(part).lstrip()).get("Message-ID"))
+        if found:
+            return found
+    return None
+
+
+def parse_quota_ndr(raw_mime):
+    """The original Message-ID of a recipient rate NDR, or None for any other message.
+
+    A report (``multipart/report``, or a message Exchange marks X-MS-Exchange-Message-Is-Ndr)
+    whose own text or status says SubmissionQuotaExceeded (a returned original is not looked
+    into); the Message-ID comes from its returned headers or message, else from In-Reply-To or
+    References.
+    """
+    if isinstance(raw_mime, str):
+        raw_mime = raw_mime.encode("utf-8", "surrogateescape")
+    message = email.message_from_bytes(bytes(raw_mime), policy=email.policy.default)
+    if (
+        message.get_content_type() != "multipart/report"
+        and message.get("X-MS-Exchange-Message-Is-Ndr") is None
+    ):
+        return None
+    leaves = list(_leaves(message)) if message.is_multipart() else [message]
+    texts = (
+        _part_text(part)
+        for part in leaves
+        if part.get_content_maintype() == "text"
+        or part.get_content_type() == "message/delivery-status"
+    )
+    if not any(_QUOTA.search(text) for text in texts):
+        return None
+    return (
+        _returned_id(message)
+        or _first_id(message.get("In-Reply-To"))
+        or _first_id(message.get("References"))
+    )

@@ -1,0 +1,451 @@
+"""services/sending_limits.py: the budget arithmetic, the forecast (against a brute force and
+against the sandbox's own drain), NDR parsing and quota recognition."""
+
+import base64
+import datetime
+import json
+import random
+import sys
+
+import pytest
+import requests
+
+from sandbox.defaults import ADMIN
+from sandbox.exchange_limits import quota_ndr
+from services import sending_limits
+from services.errors import GraphPermanentError, GraphTransientError, error_from_graph_response
+from services.sending_limits import (
+    DAY,
+    Budget,
+    Limits,
+    count_recipients,
+    forecast,
+    is_quota_refusal,
+    parse_quota_ndr,
+    too_many_recipients,
+)
+
+UTC = datetime.UTC
+T0 = 1_800_000_000.0
+
+
+# limits and single checks ---------------------------------------------------------------------
+
+
+def test_defaults_are_exchange_onlines():
+    limits = Limits()
+    assert (limits.recipients_per_day, limits.recipients_per_message) == (10_000, 500)
+    assert (limits.messages_per_minute, limits.window, limits.minute) == (30, 86_400, 60)
+    scaled = Limits(recipients_per_day=7).scaled(0.01)
+    assert (scaled.window, scaled.minute, scaled.recipients_per_day) == (864, 0.6, 7)
+
+
+def test_count_recipients_counts_each_address_once_per_message():
+    assert count_recipients("Bob <bob@x.test>, carol@y.test", "BOB@x.test", ["dan@z.test"]) == 3
+    assert count_recipients("bob@x.test", None, "", []) == 1
+    assert count_recipients() == 0
+
+
+def test_too_many_recipients():
+    assert not too_many_recipients(500)
+    assert too_many_recipients(501)
+    assert not too_many_recipients(1_000, Limits(recipients_per_message=1_000))
+    # More than a whole day's worth can never go either.
+    assert too_many_recipients(8, Limits(recipients_per_day=7))
+    assert not too_many_recipients(
+        10**6, Limits(recipients_per_message=None, recipients_per_day=None)
+    )
+
+
+# budget -----------------------------------------------------------------------------------------
+
+
+def test_rolling_window_edges():
+    budget = Budget([(T0, 4), (T0 + 100, 3)])
+    assert budget.recipients_used(T0 + 100) == 7
+    assert budget.recipients_used(T0) == 7  # an entry "from the future" counts already
+    assert budget.recipients_used(T0 + DAY - 0.001) == 7
+    assert budget.recipients_used(T0 + DAY) == 3  # gone exactly one window later
+    assert budget.recipients_used(T0 + 100 + DAY) == 0
+    assert budget.recipients_left(T0 + DAY) == 10_000 - 3
+    assert budget.messages_last_minute(T0 + 59.9) == 2
+    assert budget.messages_last_minute(T0 + 60) == 1
+    assert budget.messages_last_minute(T0 + 160) == 0
+    assert Budget([(T0, 1)], Limits(recipients_per_day=None)).recipients_left(T0) is None
+
+
+def test_the_same_address_counts_again_in_every_message():
+    limits = Limits(recipients_per_day=3)
+    ledger = [(T0 + n, count_recipients("bob@x.test")) for n in range(3)]
+    budget = Budget(ledger, limits)
+    assert budget.recipients_used(T0 + 10) == 3
+    assert budget.can_send(1, T0 + 10) == (False, T0 + DAY)
+
+
+def test_can_send_and_next_slot_for_the_recipient_rate():
+    limits = Limits(recipients_per_day=10)
+    budget = Budget([(T0 + 200, 2), (T0, 4), (T0 + 100, 4)], limits)  # any order
+    assert budget.can_send(0, T0 + 300) == (True, T0 + 300)
+    assert budget.can_send(1, T0 + 300) == (False, T0 + DAY)
+    # Five need the two oldest gone: 2 left, 2 + 5 <= 10.
+    assert budget.next_slot(5, T0 + 300) == T0 + 100 + DAY
+    assert budget.next_slot(10, T0 + 300) == T0 + 200 + DAY
+    assert budget.next_slot(11, T0 + 300) is None
+    assert budget.can_send(11, T0 + 300) == (False, None)
+    assert budget.can_send(501, T0) == (False, None)  # over the 500 per message
+    # Later than the earliest slot: now.
+    assert budget.next_slot(1, T0 + 2 * DAY) == T0 + 2 * DAY
+
+
+def test_can_send_for_the_message_rate():
+    budget = Budget([(T0 + n, 1) for n in range(30)])
+    assert budget.messages_last_minute(T0 + 30) == 30
+    assert budget.can_send(1, T0 + 30) == (False, T0 + 60)
+    assert budget.can_send(1, T0 + 60) == (True, T0 + 60)
+    budget.record(T0 + 60, 1)
+    assert budget.next_slot(1, T0 + 60) == T0 + 61
+    assert Budget([(T0, 1)] * 30, Limits(messages_per_minute=None)).can_send(1, T0)[0]
+
+
+def test_both_rates_together_take_the_later():
+    limits = Limits(recipients_per_day=5, messages_per_minute=2)
+    budget = Budget([(T0, 3), (T0 + 10, 1), (T0 + 20, 1)], limits)
+    # Recipients: the first must leave (T0 + DAY); messages: T0 + 10 + 60, earlier.
+    assert budget.next_slot(1, T0 + 30) == T0 + DAY
+    budget = Budget([(T0 - DAY + 5, 3), (T0 + 10, 1), (T0 + 20, 1)], limits)
+    assert budget.next_slot(1, T0 + 30) == T0 + 70
+
+
+def test_record_keeps_the_ledger_sorted():
+    budget = Budget([], Limits(recipients_per_day=4))
+    budget.record(T0 + 50, 2)
+    budget.record(T0, 2)  # late news of an older send
+    assert budget.recipients_used(T0 + 60) == 4
+    assert budget.next_slot(1, T0 + 60) == T0 + DAY
+    budget.record(T0 + 70, 0)
+    assert budget.messages_last_minute(T0 + 75) == 2
+
+
+def test_times_come_back_in_the_kind_given():
+    naive = datetime.datetime(2027, 1, 4, 9, 0)
+    aware = naive.replace(tzinfo=UTC)
+    limits = Limits(recipients_per_day=1)
+    budget = Budget([(naive, 1)], limits)  # naive datetimes are UTC, as Odoo stores them
+    assert budget.next_slot(1, naive) == naive + datetime.timedelta(days=1)
+    assert budget.next_slot(1, aware) == aware + datetime.timedelta(days=1)
+    assert budget.next_slot(1, aware.timestamp()) == aware.timestamp() + DAY
+    assert budget.recipients_used(aware + datetime.timedelta(hours=23)) == 1
+    with pytest.raises(TypeError):
+        budget.next_slot(1, "2027-01-04")
+
+
+# forecast ---------------------------------------------------------------------------------------
+
+
+def test_forecast_thirty_a_minute_then_the_rest():
+    queue = [(n, 1) for n in range(65)]
+    result = forecast(queue, [], Limits(), T0)
+    times = [at for _, at in result.slots]
+    assert times == [T0] * 30 + [T0 + 60] * 30 + [T0 + 120] * 5
+    assert result.empties_at == T0 + 120 and result.refused == ()
+    assert result.time_of(64) == T0 + 120
+
+
+def test_forecast_keeps_the_order_and_skips_what_can_never_go():
+    limits = Limits(recipients_per_day=10, recipients_per_message=8)
+    queue = [("a", 6), ("b", 9), ("c", 4), ("d", 1), ("e", 0)]
+    result = forecast(queue, [(T0 - 100, 1)], limits, T0)
+    # a + old = 7; c needs the old one gone (T0 - 100 + DAY); d needs a gone; e goes with d.
+    assert result.slots == [
+        ("a", T0),
+        ("b", None),
+        ("c", T0 - 100 + DAY),
+        ("d", T0 + DAY),
+        ("e", T0 + DAY),
+    ]
+    assert result.refused == ("b",) and result.empties_at == T0 + DAY
+    assert forecast([], [(T0, 3)], limits, T0).empties_at == T0
+    naive = datetime.datetime(2027, 1, 4, 9, 0)
+    result = forecast([("x", 8), ("y", 3)], [], limits, naive)
+    assert result.empties_at == naive + datetime.timedelta(days=1)
+
+
+def brute_force(queue, ledger, limits, now):
+    """The forecast one mail at a time through Budget: O(n log n) each, obviously right."""
+    budget, at, out = Budget(ledger, limits), now, []
+    for mail_id, count in queue:
+        slot = budget.next_slot(count, at)
+        out.append((mail_id, slot))
+        if slot is not None:
+            budget.record(slot, count)
+            at = slot
+    return out
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_forecast_agrees_with_a_brute_force(seed):
+    rng = random.Random(seed)
+    limits = Limits(
+        recipients_per_day=rng.choice([None, 20, 50, 200]),
+        recipients_per_message=rng.choice([None, 15, 30]),
+        messages_per_minute=rng.choice([None, 1, 3, 30]),
+        window=rng.choice([DAY, 3_600, 100]),
+        minute=rng.choice([60, 7.5]),
+    )
+    now = T0 + rng.randrange(0, 50_000)
+    ledger = [(T0 + rng.uniform(-DAY, 60_000), rng.randrange(0, 12)) for _ in range(60)]
+    queue = [(n, rng.choice([0, 1, 1, 1, 2, 5, 13, 40])) for n in range(120)]
+    assert forecast(queue, ledger, limits, now).slots == brute_force(queue, ledger, limits, now)
+
+
+def count_lines(function, *args):
+    """(result, line events run inside services/sending_limits.py): operations, not seconds."""
+    events = 0
+    target = sending_limits.__file__
+
+    def tracer(frame, event, arg):
+        nonlocal events
+        if frame.f_code.co_filename != target:
+            return None
+        if event == "line":
+            events += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        result = function(*args)
+    finally:
+        sys.settrace(None)
+    return result, events
+
+
+def mixed(size, seed=1):
+    rng = random.Random(seed)
+    return [(n, rng.choice([1, 1, 1, 1, 2, 3, 50, 400])) for n in range(size)]
+
+
+def test_forecast_of_twelve_thousand_mails_is_linear():
+    ledger = [(T0 - DAY + n * 8.6, 1) for n in range(10_000)]
+    result, small = count_lines(forecast, mixed(12_000), ledger, Limits(), T0)
+    assert len(result.slots) == 12_000 and result.empties_at > T0 + DAY
+    # A few dozen Python lines per mail and ledger entry: no rescanning of the window.
+    assert small < 40 * (12_000 + 10_000), small
+    ledger = [(T0 - DAY + n * 4.3, 1) for n in range(20_000)]
+    _, large = count_lines(forecast, mixed(24_000), ledger, Limits(), T0)
+    assert large < 2.2 * small, (small, large)
+
+
+# recognising refusals ---------------------------------------------------------------------------
+
+
+def graph_response(status, body):
+    response = requests.Response()
+    response.status_code = status
+    response._content = body.encode() if isinstance(body, str) else body
+    response.headers["Content-Type"] = "application/json"
+    return response
+
+
+def test_is_quota_refusal_in_graph_errors_and_texts():
+    body = {
+        "error": {
+            "code": "ErrorSubmissionQuotaExceeded",
+            "message": "Cannot submit message. 554 5.2.0 STOREDRV.Submission.Exception:"
+            "SubmissionQuotaExceededException",
+        }
+    }
+    assert is_quota_refusal(body)
+    error = error_from_graph_response(graph_response(403, json.dumps(body)))
+    assert isinstance(error, GraphTransientError) and is_quota_refusal(error)
+    # Only Microsoft's message says it: still recognised through the scrubbed detail.
+    wrapped = {"error": {"code": "ErrorSubmissionFailed", "message": "SubmissionQuotaExceeded"}}
+    error = error_from_graph_response(graph_response(400, json.dumps(wrapped)))
+    assert isinstance(error, GraphPermanentError) and is_quota_refusal(error)
+    assert is_quota_refusal(
+        "Remote server returned '554 5.2.0 STOREDRV.Submission.Exception:"
+        "SubmissionQuotaExceededException; Failed to process message'"
+    )
+    assert is_quota_refusal(b"Status: 5.1.90")
+    assert is_quota_refusal(ValueError("submissionquotaexceeded"))
+    # Not this family: the mailbox storage quota, throttling, the per-message limit, addresses.
+    for other in (
+        {"error": {"code": "ErrorQuotaExceeded", "message": "The mailbox is full."}},
+        {"error": {"code": "ApplicationThrottled", "message": "MailboxConcurrency"}},
+        "550 5.5.3 RESOLVER.ADR.RecipLimit; too many recipients",
+        "Received: from 10.5.1.90 by host; Status: 5.1.9",
+        None,
+    ):
+        assert not is_quota_refusal(other), other
+
+
+# NDR parsing ------------------------------------------------------------------------------------
+
+
+class _Box:
+    address = ADMIN
+    display_name = "Contoso Admin"
+
+
+ORIGINAL = (
+    b"Message-ID: <1700.42-openerp-7-sale.order@odoo.contoso.test>\r\n"
+    b"From: Admin <admin@contoso.test>\r\nTo: bob@example.test\r\n"
+    b"Subject: =?utf-8?q?Devis_n=C2=B07?=\r\n\r\nHello\r\n"
+)
+ORIGINAL_ID = "<1700.42-openerp-7-sale.order@odoo.contoso.test>"
+
+
+def test_parse_quota_ndr_of_the_sandbox_report():
+    ndr = quota_ndr(_Box, ORIGINAL, ["bob@example.test"], T0, 7)
+    assert parse_quota_ndr(ndr) == ORIGINAL_ID
+    assert parse_quota_ndr(ndr.decode()) == ORIGINAL_ID
+
+
+def dsn(status_text, returned, head="", human="Delivery has failed."):
+    return (
+        "From: postmaster@contoso.test\r\nTo: admin@contoso.test\r\n"
+        + head
+        + "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"\r\n\r\n'
+        '--b1\r\nContent-Type: multipart/alternative; boundary="b2"\r\n\r\n'
+        f"--b2\r\nContent-Type: text/plain\r\n\r\n{human}\r\n"
+        f"--b2\r\nContent-Type: text/html\r\n\r\n<p>{human}</p>\r\n--b2--\r\n"
+        f"--b1\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns;x\r\n\r\n"
+        f"Final-Recipient: rfc822;bob@example.test\r\nAction: failed\r\n{status_text}\r\n\r\n"
+        + returned
+        + "--b1--\r\n"
+    ).encode()
+
+
+QUOTA_STATUS = (
+    "Status: 5.2.0\r\nDiagnostic-Code: smtp;554 5.2.0 STOREDRV.Submission.Exception:"
+    "SubmissionQuotaExceededException; Failed to process message"
+)
+
+
+def test_parse_quota_ndr_reads_a_returned_message_or_the_thread_headers():
+    attached = "--b1\r\nContent-Type: message/rfc822\r\n\r\n" + ORIGINAL.decode() + "\r\n"
+    assert parse_quota_ndr(dsn(QUOTA_STATUS, attached)) == ORIGINAL_ID
+    # No returned part: In-Reply-To, else References.
+    assert parse_quota_ndr(dsn(QUOTA_STATUS, "", f"In-Reply-To: {ORIGINAL_ID}\r\n")) == ORIGINAL_ID
+    refs = f"References: <root@x> {ORIGINAL_ID}\r\n"
+    assert parse_quota_ndr(dsn(QUOTA_STATUS, "", refs)) == "<root@x>"
+    # The quota said only by the human-readable part (an Exchange NDR without a status code).
+    human = "Your message couldn't be delivered: SubmissionQuotaExceededException."
+    headers = f"--b1\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {ORIGINAL_ID}\r\n"
+    assert parse_quota_ndr(dsn("Status: 5.0.0", headers, human=human)) == ORIGINAL_ID
+    # An Exchange NDR that is not multipart/report.
+    plain = (
+        "X-MS-Exchange-Message-Is-Ndr:\r\nIn-Reply-To: " + ORIGINAL_ID + "\r\n"
+        "Content-Type: text/plain\r\n\r\nRemote server returned '554 5.2.0 "
+        "STOREDRV.Submission.Exception:SubmissionQuotaExceededException'\r\n"
+    )
+    assert parse_quota_ndr(plain) == ORIGINAL_ID
+
+
+def test_parse_quota_ndr_ignores_other_mail():
+    headers = f"--b1\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {ORIGINAL_ID}\r\n"
+    # Another failure (a bad address): a real bounce, not a quota.
+    assert parse_quota_ndr(dsn("Status: 5.1.1\r\nDiagnostic-Code: smtp;550 5.1.1", headers)) is None
+    # A quota text inside the returned original (someone forwarding an NDR) does not count.
+    quoted = (
+        "--b1\r\nContent-Type: message/rfc822\r\n\r\nMessage-ID: <fwd@x>\r\nSubject: Fw\r\n\r\n"
+        "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException\r\n"
+    )
+    assert parse_quota_ndr(dsn("Status: 5.1.1", quoted)) is None
+    # An ordinary mail that talks about the quota.
+    talk = (
+        "Message-ID: <talk@x>\r\nIn-Reply-To: <a@x>\r\nContent-Type: text/plain\r\n\r\n"
+        "We hit SubmissionQuotaExceededException yesterday.\r\n"
+    )
+    assert parse_quota_ndr(talk) is None
+    assert parse_quota_ndr(b"") is None
+    # A quota report with no way to tell which mail it was about.
+    assert parse_quota_ndr(dsn(QUOTA_STATUS, "")) is None
+
+
+def test_base64_human_part_is_decoded():
+    human = base64.b64encode(b"Diagnostic: SubmissionQuotaExceededException").decode()
+    raw = dsn("Status: 5.0.0", "", f"In-Reply-To: {ORIGINAL_ID}\r\n", human="x").replace(
+        b"Content-Type: text/plain\r\n\r\nx",
+        b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n" + human.encode(),
+    )
+    assert parse_quota_ndr(raw) == ORIGINAL_ID
+
+
+# the forecast against the sandbox's own drain ---------------------------------------------------
+
+SEND = ("Mail.Send", "User.Read")
+RECIPIENTS = [1, 5, 1, 1, 12, 2, 1, 8, 1, 1, 1, 3]
+MINUTE_RATE, DAY_RATE = 3, 40
+
+
+def drain_setup(sandbox):
+    sandbox.configure_sending_limits(
+        recipients_per_day=DAY_RATE, messages_per_minute=MINUTE_RATE, refusal="error"
+    )
+    return Limits(recipients_per_day=DAY_RATE, messages_per_minute=MINUTE_RATE)
+
+
+def send_to(sandbox, session, mail_id, count):
+    """sendMail of one message to count recipients; the answer."""
+    to = ", ".join(f"p{n}@example.test" for n in range(count))
+    raw = f"Message-ID: <{mail_id}@q>\r\nFrom: <{ADMIN}>\r\nTo: {to}\r\nSubject: q\r\n\r\nx\r\n"
+    token = sandbox.issue_token(ADMIN, SEND, refresh=False)["access_token"]
+    return session.post(
+        f"{sandbox.graph_url}/me/sendMail",
+        data=base64.b64encode(raw.encode()),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"},
+    )
+
+
+def history(sandbox, session):
+    """Some mail already sent over the last hours, and the ledger made of the outbox."""
+    for n, count in enumerate([6, 1, 9]):
+        assert send_to(sandbox, session, f"old{n}", count).status_code == 202
+        sandbox.advance(3_600)
+    return [(d.time, len(set(d.recipients))) for d in sandbox.outbox()]
+
+
+def test_sending_at_the_forecast_times_is_never_refused_nor_held(sandbox, graph_session):
+    limits = drain_setup(sandbox)
+    ledger = history(sandbox, graph_session)
+    queue = [(n, count) for n, count in enumerate(RECIPIENTS * 3)]
+    plan = forecast(queue, ledger, limits, sandbox.clock.now())
+    budget = Budget(ledger, limits)
+    for mail_id, count in queue:
+        now = sandbox.clock.now()
+        ready, earliest = budget.can_send(count, now)
+        if not ready:
+            sandbox.advance(earliest - now + 0.001)
+        answer = send_to(sandbox, graph_session, mail_id, count)
+        assert answer.status_code == 202, answer.text
+        budget.record(sandbox.clock.now(), count)
+    out = sandbox.outbox()[len(ledger) :]
+    assert all(d.delivered_at == d.time for d in out)  # never carried over
+    # Each mail left within a minute of its forecast; so did the last one.
+    for (mail_id, expected), delivery in zip(plan.slots, out, strict=True):
+        assert abs(delivery.delivered_at - expected) < 60, mail_id
+    assert abs(out[-1].delivered_at - plan.empties_at) < 60
+    assert plan.empties_at - plan.slots[0][1] > 2 * DAY  # the day rate did bind
+
+
+def test_a_client_that_leaves_the_message_rate_to_exchange_drains_within_a_minute(
+    sandbox, graph_session
+):
+    limits = drain_setup(sandbox)
+    ledger = history(sandbox, graph_session)
+    queue = [(n, count) for n, count in enumerate(RECIPIENTS * 3)]
+    plan = forecast(queue, ledger, limits, sandbox.clock.now())
+    # It waits for the recipient rate only and submits in bursts: Exchange holds the excess.
+    budget = Budget(ledger, Limits(recipients_per_day=DAY_RATE, messages_per_minute=None))
+    for mail_id, count in queue:
+        now = sandbox.clock.now()
+        ready, earliest = budget.can_send(count, now)
+        if not ready:
+            sandbox.advance(earliest - now + 0.001)
+        assert send_to(sandbox, graph_session, mail_id, count).status_code == 202
+        budget.record(sandbox.clock.now(), count)
+    out = sandbox.outbox()[len(ledger) :]
+    assert any(d.delivered_at > d.time + 59 for d in out)  # some were carried over
+    drained = max(d.delivered_at for d in out)
+    assert abs(drained - plan.empties_at) < 60, drained - plan.empties_at

@@ -218,16 +218,9 @@ class FetchmailServer(models.Model):
             checks = server.sudo()._microsoft_graph_test()
             server.sudo().write({"state": "done"})
             if len(self) == 1:
-                return {
-                    "type": "ir.actions.client",
-                    "tag": "display_notification",
-                    "params": {
-                        "title": self.env._("Connection Test Successful!"),
-                        "message": "\n".join(checks),
-                        "type": "success",
-                        "next": {"type": "ir.actions.client", "tag": "soft_reload"},
-                    },
-                }
+                return server._microsoft_graph_test_action(
+                    checks, next={"type": "ir.actions.client", "tag": "soft_reload"}
+                )
         others = self - graph_servers
         if others:
             return super(FetchmailServer, others).button_confirm_login()

@@ -314,16 +314,7 @@ class IrMailServer(models.Model):
         for server in graph_servers:
             checks = server.sudo()._microsoft_graph_test()
             if len(self) == 1:
-                return {
-                    "type": "ir.actions.client",
-                    "tag": "display_notification",
-                    "params": {
-                        "title": self.env._("Connection Test Successful!"),
-                        "message": "\n".join(checks),
-                        "type": "success",
-                        "sticky": False,
-                    },
-                }
+                return server._microsoft_graph_test_action(checks, sticky=False)
         others = self - graph_servers
         if others:
             return super(IrMailServer, others).test_smtp_connection(autodetect_max_email_size)

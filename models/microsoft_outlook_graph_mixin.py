@@ -109,34 +109,24 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
         """
         vault = self._microsoft_graph_vault()
         resealed = unreadable = 0
-        for model_name in ("ir.mail_server", "fetchmail.server"):
-            servers = (
+        sealed_fields = (
+            ("ir.mail_server", "microsoft_graph_tokens_sealed", "token"),
+            ("fetchmail.server", "microsoft_graph_tokens_sealed", "token"),
+            ("microsoft.outlook.graph.subscription", "client_state_sealed", "client_state"),
+        )
+        for model_name, field_name, purpose in sealed_fields:
+            records = (
                 self.env[model_name]
                 .sudo()
                 .with_context(active_test=False)
-                .search([("microsoft_graph_tokens_sealed", "!=", False)])
+                .search([(field_name, "!=", False)])
             )
-            for server in servers:
+            for record in records:
                 try:
-                    server.microsoft_graph_tokens_sealed = vault.reseal(
-                        server.microsoft_graph_tokens_sealed, "token"
-                    )
+                    record[field_name] = vault.reseal(record[field_name], purpose)
                     resealed += 1
                 except VaultError:
                     unreadable += 1
-        subscriptions = (
-            self.env["microsoft.outlook.graph.subscription"]
-            .sudo()
-            .search([("client_state_sealed", "!=", False)])
-        )
-        for subscription in subscriptions:
-            try:
-                subscription.client_state_sealed = vault.reseal(
-                    subscription.client_state_sealed, "client_state"
-                )
-                resealed += 1
-            except VaultError:
-                unreadable += 1
         # Pending sign-ins live ten minutes: dropping them is simpler than resealing.
         self.env["microsoft.outlook.graph.flow"].sudo().search([]).unlink()
         Config = self.env["ir.config_parameter"].sudo()
@@ -376,6 +366,19 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
                 "microsoft_graph_last_error": False,
             }
         )
+
+    def _microsoft_graph_test_action(self, checks, **params):
+        """The notification that a connection test passed, with what it checked."""
+        return {
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {
+                "title": self.env._("Connection Test Successful!"),
+                "message": "\n".join(checks),
+                "type": "success",
+                **params,
+            },
+        }
 
     def _microsoft_graph_test(self):
         """Call Graph as the server will, and say in plain words what works.

@@ -275,6 +275,12 @@ CATALOGUE = {
         GraphPermanentError,
         "The message is larger than the mailbox accepts. Send smaller attachments.",
     ),
+    "errortoomanyrecipients": (
+        GraphPermanentError,
+        "The message has more recipients than Exchange accepts in one message (500 by "
+        "default). Send it to fewer recipients, or ask the Microsoft 365 admin to raise "
+        "the tenant's limit (up to 1,000).",
+    ),
     "requestentitytoolarge": (
         GraphPermanentError,
         "The request is larger than Microsoft Graph accepts.",

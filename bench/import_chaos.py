@@ -139,12 +139,14 @@ class Worker:
             f"--client-timeout={options.client_timeout}",
             f"--max-runs={options.max_runs}",
         ]
-        self.process = subprocess.Popen(  # noqa: S603
+        self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         self.runs, self.outcome, self.stderr = [], None, []
         threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=lambda: self.stderr.extend(self.process.stderr), daemon=True).start()
+        threading.Thread(
+            target=lambda: self.stderr.extend(self.process.stderr), daemon=True
+        ).start()
 
     def _read(self):
         for line in self.process.stdout:

@@ -178,9 +178,11 @@ def run_odoo(command, log_path, env=None):
 
 
 def dropdb(database):
+    """Drop a throwaway database and its filestore, which dropdb alone leaves behind."""
     subprocess.run(
         ["dropdb", "--if-exists", "-h", "127.0.0.1", database], check=False, capture_output=True
     )
+    shutil.rmtree(Path.home() / ".local/share/Odoo/filestore" / database, ignore_errors=True)
 
 
 def report(name, code, text):

@@ -65,7 +65,39 @@ SIZE_CLASSES = (
 MSGID_MARK = b"-@@-"
 IMAP_USER = "bench"
 IMAP_PASSWORD = "bench-password"
-WORDS = ["invoice", "order", "delivery", "please", "find", "attached", "regarding", "your", "request", "the", "meeting", "tomorrow", "quarterly", "report", "update", "contract", "signed", "thank", "you", "kind", "regards", "support", "ticket", "status", "shipment", "customer", "account", "payment", "reminder", "project", "schedule"]
+WORDS = [
+    "invoice",
+    "order",
+    "delivery",
+    "please",
+    "find",
+    "attached",
+    "regarding",
+    "your",
+    "request",
+    "the",
+    "meeting",
+    "tomorrow",
+    "quarterly",
+    "report",
+    "update",
+    "contract",
+    "signed",
+    "thank",
+    "you",
+    "kind",
+    "regards",
+    "support",
+    "ticket",
+    "status",
+    "shipment",
+    "customer",
+    "account",
+    "payment",
+    "reminder",
+    "project",
+    "schedule",
+]
 PATH_NAMES = {
     "a": "(a) Graph, this addon",
     "b": "(b) IMAP, Odoo fetchmail",

@@ -21,37 +21,37 @@ one per Message-ID). Exit status 0 whatever the figures.
 """
 
 import argparse
-import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import warnings
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from import_throughput import (  # noqa: E402
+from common import (
     MB,
     SENDER,
-    VAR,
+    add_database_options,
+    bench_main,
     connect_graph_incoming,
-    ensure_addon_requirements,
+    emit,
     environment,
     find_odoo,
-    message_id,
+    new_parser,
     open_registry,
-    plan_sizes,
-    reexec_under_odoo,
-    run_cron_once,
+    quiet_consent_warning,
     start_sandbox,
-    throwaway_database,
+    tagged,
+)
+from import_throughput import (
+    message_id,
+    plan_sizes,
+    run_cron_once,
+    run_in_mime_directory,
     with_mark,
     write_messages,
 )
@@ -102,19 +102,16 @@ def child(options):
             )
             due = env.cr.fetchone()[0]
             done = len(imported_rows(env))
-        print(
-            "RUN "
-            + json.dumps(
-                {
-                    "run": number,
-                    "seconds": round(time.perf_counter() - started, 2),
-                    "error": type(error).__name__ if error is not None else None,
-                    "pending": bool(pending),
-                    "retry_due": due,
-                    "imported": done,
-                }
-            ),
-            flush=True,
+        emit(
+            "RUN",
+            {
+                "run": number,
+                "seconds": round(time.perf_counter() - started, 2),
+                "error": type(error).__name__ if error is not None else None,
+                "pending": bool(pending),
+                "retry_due": due,
+                "imported": done,
+            },
         )
         if error is None and not pending and not due:
             print("DRAINED", flush=True)
@@ -150,8 +147,8 @@ class Worker:
 
     def _read(self):
         for line in self.process.stdout:
-            if line.startswith("RUN "):
-                self.runs.append(json.loads(line[4:]))
+            if (payload := tagged(line, "RUN")) is not None:
+                self.runs.append(payload)
             elif line.strip() in ("DRAINED", "GAVE-UP"):
                 self.outcome = line.strip()
 
@@ -166,7 +163,7 @@ def current_imported(registry, api):
 
 def run(options, src, python):
     registry, api = open_registry(src, options.database)
-    warnings.filterwarnings("ignore", message="response_mode='form_post' is recommended")
+    quiet_consent_warning()
     rng = random.Random(options.seed)
     sizes = plan_sizes(options.messages, options.seed)
     mime_dir = Path(options.mime_dir)
@@ -267,7 +264,7 @@ def run(options, src, python):
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = new_parser(__doc__)
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--latency", type=float, default=0.03)
     parser.add_argument("--failure-rate", type=float, default=0.1)
@@ -281,8 +278,7 @@ def parse_args():
     )
     parser.add_argument("--timeout", type=float, default=1800, help="give up after (seconds)")
     parser.add_argument("--max-runs", type=int, default=500, help=argparse.SUPPRESS)
-    parser.add_argument("--database", help="reuse this database (the addon installed)")
-    parser.add_argument("--keep-database", action="store_true")
+    add_database_options(parser)
     parser.add_argument("--mime-dir", help="where the MIME files go (default: a temp dir)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--server-id", type=int, help=argparse.SUPPRESS)
@@ -291,24 +287,12 @@ def parse_args():
 
 def main():
     options = parse_args()
-    try:
-        src, python = find_odoo()
-    except LookupError as exc:
-        print(f"The benchmark needs an installed Odoo 19: {exc}.")
-        return 2
-    reexec_under_odoo(python)
-    if options.child:
-        return child(options)
-    ensure_addon_requirements(python)
-    VAR.mkdir(exist_ok=True)
-    own_dir = not options.mime_dir
-    options.mime_dir = options.mime_dir or tempfile.mkdtemp(prefix="bench-chaos-mime-")
-    try:
-        with throwaway_database(options, src, python, "mog_chaos_bench"):
-            return run(options, src, python)
-    finally:
-        if own_dir:
-            shutil.rmtree(options.mime_dir, ignore_errors=True)
+    return bench_main(
+        options,
+        "mog_chaos_bench",
+        run_in_mime_directory(run, "bench-chaos-mime-"),
+        child=child if options.child else None,
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import json
 import logging
 import os
 import random
@@ -34,25 +33,27 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from send_throughput import (  # noqa: E402
+from common import (
     KB,
     MB,
     SENDER,
-    VAR,
-    create_database,
-    dropdb,
-    ensure_addon_requirements,
+    add_database_options,
+    bench_main,
+    connect_graph_incoming,
+    emit,
     environment,
     find_odoo,
     free_port,
+    machine,
+    new_parser,
     open_registry,
+    quiet_consent_warning,
     start_sandbox,
+    tagged,
 )
 
 # Issue 6's mix, as (name, share, smallest, largest) MIME sizes.
@@ -196,36 +197,6 @@ def partner_model_id(env):
     return env["ir.model"]._get("res.partner").id
 
 
-def connect_graph_incoming(env, sb, address=SENDER, mark_read=True):
-    """A Graph incoming server, connected as tests/common.py connect_without_browser."""
-    admin = env.ref("base.user_admin")
-    server = env["fetchmail.server"].create(
-        {
-            "name": f"Bench Graph {address}",
-            "server_type": "microsoft_graph",
-            "user": address,
-            "microsoft_graph_mailbox_kind": "personal",
-            "object_id": partner_model_id(env),
-            "microsoft_graph_mark_read": mark_read,
-        }
-    )
-    action = server.with_user(admin).action_microsoft_graph_connect()
-    result = sb.sign_in(action["url"])
-    if not result.params or "state" not in result.params:
-        raise RuntimeError(f"the sandbox did not sign in: {result.page[:300]}")
-    pending, problem = (
-        env["microsoft.outlook.graph.flow"].with_user(admin).sudo()._consume(result.params["state"])
-    )
-    if problem:
-        raise RuntimeError(problem)
-    server.with_user(admin).sudo()._microsoft_graph_finish_connect(
-        pending["flow_sealed"], result.params
-    )
-    server.state = "done"
-    env.cr.commit()
-    return server
-
-
 def create_imap_incoming(env, port):
     server = env["fetchmail.server"].create(
         {
@@ -346,21 +317,18 @@ def child(options):
         print("EMPTY-START", flush=True)
         sys.stdin.readline()
         empty["error"] = str(run_cron_once(registry, api, options.server_id)[0] or "")
-    print(
-        "RESULT "
-        + json.dumps(
-            {
-                "seconds": seconds,
-                "cpu": cpu,
-                "imported": done,
-                "runs": runs,
-                "errors": errors,
-                "rss_before_kb": rss_before,
-                "peak_kb": peak,
-                "empty": empty,
-            }
-        ),
-        flush=True,
+    emit(
+        "RESULT",
+        {
+            "seconds": seconds,
+            "cpu": cpu,
+            "imported": done,
+            "runs": runs,
+            "errors": errors,
+            "rss_before_kb": rss_before,
+            "peak_kb": peak,
+            "empty": empty,
+        },
     )
     return 0
 
@@ -387,8 +355,8 @@ def run_child(python, options, path, server_id=None, on_empty=None):
             marker = on_empty() if on_empty else None
             process.stdin.write("\n")
             process.stdin.flush()
-        elif line.startswith("RESULT "):
-            result = json.loads(line[len("RESULT ") :])
+        elif (payload := tagged(line, "RESULT")) is not None:
+            result = payload
             if on_empty:
                 result["empty_requests"] = on_empty(marker)
     process.wait()
@@ -636,7 +604,7 @@ def describe_requests(entries):
 
 def run(options, src, python):
     registry, api = open_registry(src, options.database)
-    warnings.filterwarnings("ignore", message="response_mode='form_post' is recommended")
+    quiet_consent_warning()
     sizes = plan_sizes(options.messages, options.seed)
     mime_dir = Path(options.mime_dir)
     print(f"Writing {len(sizes)} messages ({sum(sizes) / MB:.0f} MB) to {mime_dir}...", flush=True)
@@ -712,8 +680,7 @@ def print_report(options, sizes, results):
     )
     print(
         f"\n{len(sizes)} messages ({mix}; {sum(sizes) / MB:.0f} MB), "
-        f"{options.latency * 1000:.0f} ms per round trip, {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.1f}\n"
+        f"{options.latency * 1000:.0f} ms per round trip, {machine()}\n"
     )
     print(
         f"{'path':<28}{'imported':>9}{'wall s':>8}{'msg/s':>8}{'cpu s':>7}"
@@ -755,7 +722,7 @@ def print_report(options, sizes, results):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = new_parser(__doc__)
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--latency", type=float, default=0.03, help="seconds per round trip")
     parser.add_argument("--seed", type=int, default=6)
@@ -763,8 +730,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--no-mark-read", action="store_true", help="Graph server with 'Mark as Read' off"
     )
-    parser.add_argument("--database", help="reuse this database (the addon installed)")
-    parser.add_argument("--keep-database", action="store_true")
+    add_database_options(parser)
     parser.add_argument("--mime-dir", help="where the MIME files go (default: a temp dir)")
     parser.add_argument("--child", choices=("a", "b", "c"), help=argparse.SUPPRESS)
     parser.add_argument("--server-id", type=int, help=argparse.SUPPRESS)
@@ -772,52 +738,36 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def reexec_under_odoo(python):
-    if os.path.abspath(sys.executable) != os.path.abspath(python) and not os.environ.get(
-        "BENCH_REEXEC"
-    ):
-        os.environ["BENCH_REEXEC"] = "1"
-        os.execv(python, [python, str(Path(sys.argv[0]).resolve()), *sys.argv[1:]])  # noqa: S606
-
-
 @contextlib.contextmanager
-def throwaway_database(options, src, python, prefix):
-    created = not options.database
-    options.database = options.database or f"{prefix}_{os.getpid()}"
-    if created:
-        create_database(src, python, options.database)
+def mime_directory(options, prefix):
+    """options.mime_dir, or a temporary directory removed at the end."""
+    own_dir = not options.mime_dir
+    options.mime_dir = options.mime_dir or tempfile.mkdtemp(prefix=prefix)
     try:
-        yield options.database
+        yield Path(options.mime_dir)
     finally:
-        if created and not options.keep_database:
-            if "odoo.sql_db" in sys.modules:
-                sys.modules["odoo.sql_db"].close_db(options.database)
-            dropdb(options.database)
-            if "odoo.tools" in sys.modules:
-                config = sys.modules["odoo.tools"].config
-                shutil.rmtree(config.filestore(options.database), ignore_errors=True)
+        if own_dir:
+            shutil.rmtree(options.mime_dir, ignore_errors=True)
+
+
+def run_in_mime_directory(run, prefix):
+    """run(options, src, python) as a bench_main run, with options.mime_dir made if need be."""
+
+    def run_there(options, src, python, _database):
+        with mime_directory(options, prefix):
+            return run(options, src, python)
+
+    return run_there
 
 
 def main():
     options = parse_args()
-    try:
-        src, python = find_odoo()
-    except LookupError as exc:
-        print(f"The benchmark needs an installed Odoo 19: {exc}.")
-        return 2
-    reexec_under_odoo(python)
-    if options.child:
-        return child(options)
-    ensure_addon_requirements(python)
-    VAR.mkdir(exist_ok=True)
-    own_dir = not options.mime_dir
-    options.mime_dir = options.mime_dir or tempfile.mkdtemp(prefix="bench-import-mime-")
-    try:
-        with throwaway_database(options, src, python, "mog_import_bench"):
-            return run(options, src, python)
-    finally:
-        if own_dir:
-            shutil.rmtree(options.mime_dir, ignore_errors=True)
+    return bench_main(
+        options,
+        "mog_import_bench",
+        run_in_mime_directory(run, "bench-import-mime-"),
+        child=child if options.child else None,
+    )
 
 
 if __name__ == "__main__":

@@ -20,10 +20,8 @@ its Message-ID exists in the database, read every 0.1 s with psycopg2. Median an
 percentile (nearest rank) per mode. See bench/README.md.
 """
 
-import argparse
 import math
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -31,22 +29,26 @@ import sys
 import threading
 import time
 import urllib.request
-import warnings
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from odoo_suite import VAR, dropdb, ensure_addon_requirements, find_odoo, free_port  # noqa: E402
-from send_throughput import (  # noqa: E402
+from common import (
+    REPO,
     SENDER,
-    create_database,
+    VAR,
+    add_database_options,
+    bench_main,
+    connect_graph_incoming,
     environment,
+    free_port,
+    machine,
+    new_parser,
     odoo_options,
     open_registry,
+    quiet_consent_warning,
     start_sandbox,
 )
 
@@ -60,40 +62,11 @@ INTERVAL_SECONDS = {"minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800
 # Odoo ------------------------------------------------------------------------------------
 
 
-def connect_incoming(env, sb):
-    """An incoming Graph server (personal mailbox, into res.partner), connected and confirmed."""
-    admin = env.ref("base.user_admin")
-    server = env["fetchmail.server"].create(
-        {
-            "name": "Bench Graph incoming",
-            "server_type": "microsoft_graph",
-            "user": SENDER,
-            "microsoft_graph_mailbox_kind": "personal",
-            "object_id": env["ir.model"]._get("res.partner").id,
-        }
-    )
-    action = server.with_user(admin).action_microsoft_graph_connect()
-    result = sb.sign_in(action["url"])
-    if not result.params or "state" not in result.params:
-        raise RuntimeError(f"the sandbox did not sign in: {result.page[:300]}")
-    pending, problem = (
-        env["microsoft.outlook.graph.flow"].with_user(admin).sudo()._consume(result.params["state"])
-    )
-    if problem:
-        raise RuntimeError(problem)
-    server.with_user(admin).sudo()._microsoft_graph_finish_connect(
-        pending["flow_sealed"], result.params
-    )
-    server.state = "done"  # as the tests do; this also triggers the subscription cron
-    env.cr.commit()
-    return server.id
-
-
 def start_odoo(src, python, database, port, log_path):
     options = [opt for opt in odoo_options(src, database) if not opt.startswith("--log-level")]
     command = [
         python,
-        str(HERE.parent / "tools" / "odoo_test_runner.py"),
+        str(REPO / "tools" / "odoo_test_runner.py"),
         f"--odoo-src={src}",
         "--",
         *options,
@@ -257,7 +230,7 @@ def summary(name, latencies):
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = new_parser(__doc__)
     parser.add_argument("--messages", type=int, default=50, help="per mode (default 50)")
     parser.add_argument(
         "--spacing", type=float, default=2.5, help="seconds between deliveries, notified"
@@ -275,43 +248,17 @@ def parse_args():
     parser.add_argument(
         "--latency", type=float, default=0.0, help="sandbox seconds per answer (default 0)"
     )
-    parser.add_argument("--database", help="reuse this database (the addon installed)")
-    parser.add_argument("--keep-database", action="store_true")
+    add_database_options(parser)
     return parser.parse_args()
 
 
 def main():
-    options = parse_args()
-    try:
-        src, python = find_odoo()
-    except LookupError as exc:
-        print(f"The benchmark needs an installed Odoo 19: {exc}.")
-        return 2
-    if os.path.abspath(sys.executable) != os.path.abspath(python) and not os.environ.get(
-        "BENCH_REEXEC"
-    ):
-        os.environ["BENCH_REEXEC"] = "1"
-        os.execv(python, [python, str(Path(__file__).resolve()), *sys.argv[1:]])  # noqa: S606
-    ensure_addon_requirements(python)
-    VAR.mkdir(exist_ok=True)
-    database = options.database or f"mog_bench_notif_{os.getpid()}"
-    if not options.database:
-        create_database(src, python, database)
-    try:
-        return run(options, src, python, database)
-    finally:
-        if not options.database and not options.keep_database:
-            if "odoo.sql_db" in sys.modules:
-                sys.modules["odoo.sql_db"].close_db(database)
-            dropdb(database)
-            if "odoo.tools" in sys.modules:
-                config = sys.modules["odoo.tools"].config
-                shutil.rmtree(config.filestore(database), ignore_errors=True)
+    return bench_main(parse_args(), "mog_bench_notif", run)
 
 
 def run(options, src, python, database):
     registry, api = open_registry(src, database)
-    warnings.filterwarnings("ignore", message="response_mode='form_post' is recommended")
+    quiet_consent_warning()
     port = free_port()
     log_path = VAR / f"bench-notification-odoo-{os.getpid()}.log"
     odoo = watcher = None
@@ -322,7 +269,7 @@ def run(options, src, python, database):
         with environment(registry, api) as env:
             env["ir.config_parameter"].set_param(URL_PARAM, f"http://127.0.0.1:{port}")
             env.cr.commit()
-            server_id = connect_incoming(env, sb)
+            server_id = connect_graph_incoming(env, sb, name="Bench Graph incoming").id
         interval, active = cron_interval(registry, api)
         print(
             f"Starting Odoo on 127.0.0.1:{port} (--workers=0, --max-cron-threads=1; log "
@@ -364,7 +311,7 @@ def run(options, src, python, database):
             results.append((f"Polling only (cron every {interval} s)", polled))
 
         print(
-            f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; seconds from "
+            f"\n{machine()}; seconds from "
             f"delivery into the sandbox until the mail.message exists (looked for every "
             f"{POLL} s)\n"
         )

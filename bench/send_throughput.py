@@ -24,37 +24,38 @@ import collections
 import contextlib
 import cProfile
 import gc
-import json
 import logging
-import os
 import pstats
 import random
-import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import tracemalloc
-import warnings
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from odoo_suite import (  # noqa: E402
-    ADDON,
+from common import (
+    KB,
+    MB,
+    SENDER,
     VAR,
-    addons_path,
-    dropdb,
-    ensure_addon_requirements,
+    add_database_options,
+    bench_main,
+    connect_through_consent,
+    emit,
+    environment,
     find_odoo,
     free_port,
+    machine,
+    new_parser,
+    open_registry,
+    quiet_consent_warning,
+    start_sandbox,
+    tagged,
 )
 
-KB = 1024
-MB = 1024 * 1024
-SENDER = "admin@contoso.test"
 RECIPIENT = "customer@example.com"
 # Size classes of issue 5, as (share, smallest, largest) MIME sizes.
 SIZE_CLASSES = (("small", 0.80, 2 * KB, 50 * KB), ("medium", 0.18, 50 * KB, 2 * MB))
@@ -85,52 +86,6 @@ def ensure_aiosmtpd(python):
         [python, "-m", "pip", "install", "-q", "-c", str(constraints), "aiosmtpd"], check=True
     )
     constraints.unlink()
-
-
-def create_database(src, python, database):
-    print(f"Creating database {database} with {ADDON} (about a minute)...", flush=True)
-    dropdb(database)
-    subprocess.run(
-        [
-            python,
-            str(REPO / "tools" / "odoo_test_runner.py"),
-            f"--odoo-src={src}",
-            "--",
-            *odoo_options(src, database),
-            f"--init={ADDON}",
-            "--stop-after-init",
-            "--without-demo=True",
-        ],
-        check=True,
-    )
-
-
-def odoo_options(src, database):
-    return [
-        f"--addons-path={addons_path(src)}",
-        f"--database={database}",
-        "--db_host=127.0.0.1",
-        "--db_user=" + os.environ.get("PGUSER", "root"),
-        "--log-level=warn",
-    ]
-
-
-def open_registry(src, database):
-    """Odoo in this process, on the database: (registry, odoo.api)."""
-    sys.path.insert(0, str(src))
-    from odoo import api  # noqa: PLC0415 - Odoo is importable only from here on
-    from odoo.modules.registry import Registry  # noqa: PLC0415
-    from odoo.tools import config  # noqa: PLC0415
-
-    config.parse_config(odoo_options(src, database), setup_logging=True)
-    threading.current_thread().dbname = database
-    return Registry(database), api
-
-
-@contextlib.contextmanager
-def environment(registry, api):
-    with registry.cursor() as cr:
-        yield api.Environment(cr, api.SUPERUSER_ID, {})
 
 
 # the mails -----------------------------------------------------------------------------
@@ -191,35 +146,6 @@ def create_mails(env, server, attachment_ids, label):
 # the Microsoft 365 sandbox -------------------------------------------------------------
 
 
-def start_sandbox(env, latency):
-    from odoo.addons.microsoft_outlook_graph.sandbox import Sandbox, defaults  # noqa: PLC0415
-
-    sb = Sandbox(seed=0).start()
-    redirect_uri = env["microsoft.outlook.graph.mixin"]._microsoft_graph_redirect_uri()
-    tenant = sb.add_tenant(defaults.TENANT_DOMAIN, defaults.TENANT_ID)
-    sb.add_app(
-        tenant, defaults.CLIENT_ID, defaults.CLIENT_SECRET, [redirect_uri], display_name="Bench"
-    )
-    sb.add_user(tenant, SENDER, "Contoso Admin")
-    # Outlook's per-mailbox budgets are not what is measured here.
-    sb.configure_limits(
-        latency=latency, request_budget=10**9, upload_budget=10**12, concurrency=1000
-    )
-    env["res.config.settings"].create(
-        {
-            "microsoft_outlook_client_identifier": defaults.CLIENT_ID,
-            "microsoft_graph_client_secret": defaults.CLIENT_SECRET,
-            "microsoft_graph_tenant": defaults.TENANT_ID,
-            "microsoft_graph_cloud": "custom",
-            "microsoft_graph_authority_url": sb.base_url,
-            "microsoft_graph_graph_url": sb.base_url,
-            "microsoft_graph_ca_file": sb.ca_file,
-        }
-    ).execute()
-    env.cr.commit()
-    return sb
-
-
 class SandboxMeter:
     """Counts the sandbox's TLS connections and the CPU time of its own work.
 
@@ -264,7 +190,6 @@ class SandboxMeter:
 
 def connect_graph_server(env, sb):
     """An outgoing server of type Graph, connected as tests/common.py connect_without_browser."""
-    admin = env.ref("base.user_admin")
     server = env["ir.mail_server"].create(
         {
             "name": "Bench Graph",
@@ -275,18 +200,7 @@ def connect_graph_server(env, sb):
             "sequence": 1,
         }
     )
-    action = server.with_user(admin).action_microsoft_graph_connect()
-    result = sb.sign_in(action["url"])
-    if not result.params or "state" not in result.params:
-        raise RuntimeError(f"the sandbox did not sign in: {result.page[:300]}")
-    pending, problem = (
-        env["microsoft.outlook.graph.flow"].with_user(admin).sudo()._consume(result.params["state"])
-    )
-    if problem:
-        raise RuntimeError(problem)
-    server.with_user(admin).sudo()._microsoft_graph_finish_connect(
-        pending["flow_sealed"], result.params
-    )
+    connect_through_consent(env, server, sb)
     env.cr.commit()
     return server
 
@@ -591,7 +505,7 @@ def memory_child(options):
         mail = env["mail.mail"].browse(mail_id)
         measured["state"] = mail.state
         measured["failure"] = mail.failure_reason or ""
-    print("MEMORY " + json.dumps(measured), flush=True)
+    emit("MEMORY", measured)
     return 0
 
 
@@ -610,8 +524,9 @@ def measure_memory(python, database, server_id, size):
         check=False,
     )
     for line in answer.stdout.splitlines():
-        if line.startswith("MEMORY "):
-            return json.loads(line[len("MEMORY ") :])
+        measured = tagged(line, "MEMORY")
+        if measured is not None:
+            return measured
     raise RuntimeError(f"the memory run failed:\n{answer.stdout[-2000:]}\n{answer.stderr[-3000:]}")
 
 
@@ -637,8 +552,7 @@ def print_report(options, sizes, runs, sink):
     print(
         f"\n{len(sizes)} mails per path ({len(sizes) - large} under 2 MB, {large} of 5-30 MB, "
         f"{sum(sizes) / MB:.0f} MB), {options.latency * 1000:.0f} ms per round trip, "
-        f"{options.rounds} interleaved queue runs per path, {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.1f}\n"
+        f"{options.rounds} interleaved queue runs per path, {machine()}\n"
     )
     print(
         f"{'path':<26}{'mails/s':>8}{'ratio':>7}{'s':>7}   ms per mail: wall  send_email"
@@ -688,14 +602,13 @@ def print_memory(label, measured):
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = new_parser(__doc__)
     parser.add_argument("--mails", type=int, default=500, help="mails per path (default 500)")
     parser.add_argument(
         "--latency", type=float, default=0.03, help="seconds per round trip (default 0.03)"
     )
     parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--database", help="reuse this database (the addon installed)")
-    parser.add_argument("--keep-database", action="store_true")
+    add_database_options(parser)
     parser.add_argument("--warmup", type=int, default=5, help="small mails per path first")
     parser.add_argument(
         "--rounds",
@@ -721,35 +634,13 @@ def parse_args():
 
 def main():
     options = parse_args()
-    try:
-        src, python = find_odoo()
-    except LookupError as exc:
-        print(f"The benchmark needs an installed Odoo 19: {exc}.")
-        return 2
-    # Odoo's venv python is a symlink to a base interpreter: compare the paths as given.
-    if os.path.abspath(sys.executable) != os.path.abspath(python) and not os.environ.get(
-        "BENCH_REEXEC"
-    ):
-        os.environ["BENCH_REEXEC"] = "1"
-        os.execv(python, [python, str(Path(__file__).resolve()), *sys.argv[1:]])  # noqa: S606
-    if options.memory_child:
-        return memory_child(options)
-    ensure_addon_requirements(python)
-    ensure_aiosmtpd(python)
-    VAR.mkdir(exist_ok=True)
-    database = options.database or f"mog_bench_{os.getpid()}"
-    if not options.database:
-        create_database(src, python, database)
-    try:
-        return run(options, src, python, database)
-    finally:
-        if not options.database and not options.keep_database:
-            if "odoo.sql_db" in sys.modules:  # this process's connections keep it alive
-                sys.modules["odoo.sql_db"].close_db(database)
-            dropdb(database)
-            if "odoo.tools" in sys.modules:
-                config = sys.modules["odoo.tools"].config
-                shutil.rmtree(config.filestore(database), ignore_errors=True)
+    return bench_main(
+        options,
+        "mog_bench",
+        run,
+        child=memory_child if options.memory_child else None,
+        setup=ensure_aiosmtpd,
+    )
 
 
 class Bench:
@@ -765,7 +656,7 @@ class Bench:
 def run(options, src, python, database):
     registry, api = open_registry(src, database)
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command log
-    warnings.filterwarnings("ignore", message="response_mode='form_post' is recommended")
+    quiet_consent_warning()
     sizes = plan_sizes(options.mails, options.seed)
     with environment(registry, api) as env:
         sb = start_sandbox(env, options.latency)

@@ -373,7 +373,7 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
             "type": "ir.actions.client",
             "tag": "display_notification",
             "params": {
-                "title": self.env._("Connection Test Successful!"),
+                "title": self.env._("Connection Test Successful"),
                 "message": "\n".join(checks),
                 "type": "success",
                 **params,

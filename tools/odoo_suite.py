@@ -8,6 +8,7 @@ PostgreSQL, dropped afterwards. Exit status: 0 passed, 1 failed, 3 skipped
 """
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -136,13 +137,18 @@ def free_port():
 
 
 def addons_path(src):
-    """An addons folder holding this checkout under the addon's name."""
-    link_dir = VAR / "addons"
+    """An addons folder holding this checkout under the addon's name.
+
+    It lives outside the checkout: a link inside it would make the addon contain itself,
+    and Odoo's translation export follows links.
+    """
+    checkout = hashlib.sha256(str(REPO).encode()).hexdigest()[:12]
+    link_dir = Path(tempfile.gettempdir()) / f"{ADDON}-addons-{checkout}"
     link_dir.mkdir(parents=True, exist_ok=True)
     link = link_dir / ADDON
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(REPO)
+    if not (link.is_symlink() and link.resolve() == REPO):
+        link.unlink(missing_ok=True)
+        link.symlink_to(REPO)
     return f"{src}/addons,{src}/odoo/addons,{link_dir}"
 
 

@@ -71,7 +71,7 @@ registry.category("web_tour.tours").add("microsoft_outlook_graph_incoming_server
         },
         {
             content: "Graph answers",
-            trigger: ".o_notification:contains('Connection Test Successful!')",
+            trigger: ".o_notification:contains('Connection Test Successful')",
         },
         {
             content: "The server is confirmed",

@@ -85,7 +85,7 @@ registry.category("web_tour.tours").add("microsoft_outlook_graph_outgoing_server
         },
         {
             content: "Graph answers",
-            trigger: ".o_notification:contains('Connection Test Successful!')",
+            trigger: ".o_notification:contains('Connection Test Successful')",
         },
     ],
 });

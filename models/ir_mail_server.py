@@ -9,7 +9,6 @@ from odoo.tools import email_normalize
 from odoo.addons.base.models.ir_mail_server import MailDeliveryException
 
 from ..services.errors import GraphAuthError, GraphError, GraphTransientError
-from ..services.mime import flatten
 from ..services.send import GraphAmbiguousSendError, GraphSender
 
 _logger = logging.getLogger(__name__)
@@ -236,7 +235,7 @@ class IrMailServer(models.Model):
         sender = sender or self._microsoft_graph_sender()
         try:
             sent = sender.send(
-                flatten(message),
+                message.as_bytes(),
                 from_address=self._microsoft_graph_mailbox_address() if shared else None,
             )
         except GraphAuthError as exc:

@@ -67,22 +67,8 @@ def connected(sandbox, auth, **options):
     return auth.redeem(flow, params)
 
 
-def settled_log(sandbox, quiet=0.05, limit=2.0):
-    """The sandbox's request log once it stops growing: the sandbox appends an entry
-    after sending its answer, so the client may read the answer first."""
-    deadline = time.monotonic() + limit
-    entries = sandbox.requests
-    while time.monotonic() < deadline:
-        time.sleep(quiet)
-        latest = sandbox.requests
-        if len(latest) == len(entries):
-            break
-        entries = latest
-    return entries
-
-
 def token_posts(sandbox):
-    return [e for e in settled_log(sandbox) if e.path.endswith("/oauth2/v2.0/token")]
+    return [e for e in sandbox.requests if e.path.endswith("/oauth2/v2.0/token")]
 
 
 # scopes ---------------------------------------------------------------------------------
@@ -140,7 +126,7 @@ def test_complete_flow_through_the_consent_page(sandbox, make_auth, endpoints, c
     assert tokens.access_token in sandbox.issued_secrets()
     assert tokens.refresh_token in sandbox.issued_secrets()
 
-    [authorize] = [e for e in settled_log(sandbox) if e.path.endswith("/oauth2/v2.0/authorize")]
+    [authorize] = [e for e in sandbox.requests if e.path.endswith("/oauth2/v2.0/authorize")]
     query = authorize.query
     assert query["code_challenge_method"] == "S256" and len(query["code_challenge"]) == 43
     assert query["prompt"] == "select_account" and query["login_hint"] == ADMIN

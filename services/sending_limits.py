@@ -99,6 +99,39 @@ def too_many_recipients(count, limits=DEFAULT_LIMITS):
     )
 
 
+RECIPIENTS_PER_DAY = "recipients_per_day"
+RECIPIENTS_PER_MESSAGE = "recipients_per_message"
+MESSAGES_PER_MINUTE = "messages_per_minute"
+
+
+def _too_many_reason(count, limits):
+    per_message = limits.recipients_per_message
+    return (
+        RECIPIENTS_PER_MESSAGE
+        if per_message is not None and count > per_message
+        else RECIPIENTS_PER_DAY
+    )
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The answer of ``Budget.admit``.
+
+    ``slot``: when Exchange lets the message leave if it is submitted now (None: do not submit
+    it now); ``retry_at``: when to ask again (None: never, the message is too large for the
+    limits as they are); ``limit``: the limit that holds it back (RECIPIENTS_PER_DAY,
+    MESSAGES_PER_MINUTE, RECIPIENTS_PER_MESSAGE) or None.
+    """
+
+    slot: object
+    retry_at: object
+    limit: str | None
+
+    @property
+    def admitted(self):
+        return self.slot is not None
+
+
 class Budget:
     """The sending budget of a mailbox from its ledger: what is used, when the next mail may go.
 
@@ -174,6 +207,33 @@ class Budget:
 
     def forecast(self, queue, now):
         return _forecast(queue, self._entries, self.limits, now)
+
+    def admit(self, recipient_count, now, hold=0.0):
+        """Whether a message of recipient_count may be handed to Exchange at now (see Admission).
+
+        The recipient rate must allow it at now: Exchange refuses past it. The message rate may
+        hold it back, as Exchange does, but by hold seconds at most: a client keeps at most that
+        much of its mail waiting at Microsoft. Exchange lets messages leave in the order they
+        were submitted, so the slot is never before the ledger's newest entry.
+        """
+        limits = self.limits
+        seconds = _seconds(now)
+        if too_many_recipients(recipient_count, limits):
+            return Admission(None, None, _too_many_reason(recipient_count, limits))
+        per_day = limits.recipients_per_day
+        if per_day is not None and self.recipients_used(seconds) + recipient_count > per_day:
+            # The fewest oldest entries whose leaving makes room for this message.
+            total, allowed = self._before[-1], per_day - recipient_count
+            must_leave = bisect.bisect_left(self._before, total - allowed)
+            wait = max(seconds, self._day_ends[must_leave - 1])
+            return Admission(None, _like(now, wait), RECIPIENTS_PER_DAY)
+        slot = max(seconds, self._times[-1]) if self._times else seconds
+        rate = limits.messages_per_minute
+        if rate is not None and len(self._minute_ends) >= rate:
+            slot = max(slot, self._minute_ends[-rate])
+        if slot > seconds + hold:
+            return Admission(None, _like(now, slot - hold), MESSAGES_PER_MINUTE)
+        return Admission(_like(now, slot), _like(now, slot), None)
 
 
 # forecast -----------------------------------------------------------------------------------

@@ -16,6 +16,9 @@ from services import sending_limits
 from services.errors import GraphPermanentError, GraphTransientError, error_from_graph_response
 from services.sending_limits import (
     DAY,
+    MESSAGES_PER_MINUTE,
+    RECIPIENTS_PER_DAY,
+    RECIPIENTS_PER_MESSAGE,
     Budget,
     Limits,
     count_recipients,
@@ -372,6 +375,46 @@ def test_base64_human_part_is_decoded():
     assert parse_quota_ndr(raw) == ORIGINAL_ID
 
 
+def test_admit_refuses_past_the_recipient_rate_at_submission():
+    limits = Limits(recipients_per_day=10, messages_per_minute=None)
+    budget = Budget([(T0, 6), (T0 + 100, 3)], limits)
+    assert budget.admit(1, T0 + 200).slot == T0 + 200
+    waiting = budget.admit(2, T0 + 200)
+    assert (waiting.admitted, waiting.limit) == (False, RECIPIENTS_PER_DAY)
+    assert waiting.retry_at == T0 + DAY  # the 6 must leave for 2 more to fit
+    assert budget.admit(2, T0 + DAY).admitted
+
+
+def test_admit_lets_exchange_hold_at_most_hold_seconds():
+    limits = Limits(recipients_per_day=None, messages_per_minute=2)
+    budget = Budget([(T0, 1), (T0 + 10, 1)], limits)
+    assert not budget.admit(1, T0 + 20).admitted
+    held = budget.admit(1, T0 + 20, hold=45)
+    assert held.slot == T0 + 60  # Exchange releases it a minute after the first
+    budget.record(held.slot, 1)
+    later = budget.admit(1, T0 + 20, hold=45)  # would leave at T0 + 70
+    assert (later.admitted, later.limit, later.retry_at) == (False, MESSAGES_PER_MINUTE, T0 + 25)
+
+
+def test_admit_never_places_before_the_newest_entry_and_names_the_per_message_limit():
+    budget = Budget([(T0 + 30, 1)], Limits())
+    assert budget.admit(1, T0, hold=60).slot == T0 + 30
+    assert not budget.admit(1, T0, hold=10).admitted
+    too_many = budget.admit(501, T0)
+    assert (too_many.retry_at, too_many.limit) == (None, RECIPIENTS_PER_MESSAGE)
+    assert budget.admit(10_001, T0, hold=60).limit == RECIPIENTS_PER_MESSAGE
+    assert Budget([], Limits(recipients_per_message=None)).admit(10_001, T0).limit == (
+        RECIPIENTS_PER_DAY
+    )
+
+
+def test_admit_times_come_back_in_the_kind_given():
+    now = datetime.datetime(2026, 11, 25, 9, 0)
+    budget = Budget([(now, 10_000)], Limits())
+    waiting = budget.admit(1, now)
+    assert waiting.retry_at == now + datetime.timedelta(days=1)
+
+
 # the forecast against the sandbox's own drain ---------------------------------------------------
 
 SEND = ("Mail.Send", "User.Read")
@@ -447,5 +490,24 @@ def test_a_client_that_leaves_the_message_rate_to_exchange_drains_within_a_minut
         budget.record(sandbox.clock.now(), count)
     out = sandbox.outbox()[len(ledger) :]
     assert any(d.delivered_at > d.time + 59 for d in out)  # some were carried over
+    drained = max(d.delivered_at for d in out)
+    assert abs(drained - plan.empties_at) < 60, drained - plan.empties_at
+
+
+def test_a_client_admitting_with_a_minute_of_hold_is_never_refused(sandbox, graph_session):
+    limits = drain_setup(sandbox)
+    ledger = history(sandbox, graph_session)
+    queue = [(n, count) for n, count in enumerate(RECIPIENTS * 3)]
+    plan = forecast(queue, ledger, limits, sandbox.clock.now())
+    budget = Budget(ledger, limits)
+    for mail_id, count in queue:
+        admission = budget.admit(count, sandbox.clock.now(), hold=limits.minute)
+        if not admission.admitted:
+            sandbox.advance(admission.retry_at - sandbox.clock.now() + 0.001)
+            admission = budget.admit(count, sandbox.clock.now(), hold=limits.minute)
+        assert send_to(sandbox, graph_session, mail_id, count).status_code == 202
+        budget.record(admission.slot, count)
+    out = sandbox.outbox()[len(ledger) :]
+    assert all(d.delivered_at <= d.time + 60 for d in out)  # held a minute at most
     drained = max(d.delivered_at for d in out)
     assert abs(drained - plan.empties_at) < 60, drained - plan.empties_at

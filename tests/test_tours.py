@@ -1,4 +1,5 @@
-"""Browser tours of the connect flow: Odoo's web client in headless Chromium.
+"""Browser tours of the connect flow, the migration from Odoo's Outlook SMTP and the
+health list: Odoo's web client in headless Chromium.
 
 A tour clicks through Odoo until "Connect your Outlook account" sends the browser
 to Microsoft, here the sandbox's consent page on another origin, where no tour
@@ -17,7 +18,8 @@ What the browser needs, for these tests only:
   outside ``http://127.0.0.1`` with a 404 of its own, so requests to the
   sandbox's origin are let through and all others keep Odoo's behaviour.
 
-Set ``MOG_SCREENSHOTS=1`` to write the connected forms to ``docs/images/``.
+Set ``MOG_SCREENSHOTS=1`` to write the connected forms and the health list to
+``docs/images/``.
 """
 
 import base64
@@ -27,6 +29,7 @@ import json
 import os
 import shutil
 import ssl
+import time
 import urllib.parse
 from concurrent.futures import CancelledError
 from contextlib import contextmanager
@@ -43,8 +46,9 @@ from odoo.tests import tagged
 from odoo.tools import config
 
 from odoo.addons.microsoft_outlook_graph.sandbox import defaults
+from odoo.addons.microsoft_outlook_graph.services.errors import error_from_token_response
 
-from .common import GraphHttpCase
+from .common import GraphHttpCase, connect_without_browser
 
 IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
 CHROME_NAMES = ("google-chrome", "chromium", "chromium-browser", "google-chrome-stable")
@@ -195,9 +199,8 @@ class TestTours(GraphHttpCase):
         super().setUp()
 
     @contextmanager
-    def microsoft_person(self, login=None, screenshot=None):
-        """Run the tours inside with a browser that acts as the person at Microsoft."""
-        person = MicrosoftPerson(login=login)
+    def sandbox_browser(self, person, screenshot=None):
+        """Run the tours inside with the browser that reaches the sandbox as ``person``."""
         if screenshot and os.environ.get("MOG_SCREENSHOTS") == "1":
             screenshot = IMAGES / screenshot
         else:
@@ -210,6 +213,13 @@ class TestTours(GraphHttpCase):
             screenshot=screenshot,
         )
         with patch.object(odoo_common, "ChromeBrowser", browser):
+            yield person
+
+    @contextmanager
+    def microsoft_person(self, login=None, screenshot=None):
+        """Run the tours inside with a browser that acts as the person at Microsoft."""
+        person = MicrosoftPerson(login=login)
+        with self.sandbox_browser(person, screenshot):
             yield person
         self.assertEqual(
             [visit["action"] for visit in person.visits],
@@ -267,3 +277,92 @@ class TestTours(GraphHttpCase):
         self.assertEqual(server.microsoft_graph_status, "valid")
         self.assertEqual(server.microsoft_graph_account_oid, self.sandbox.user(defaults.ALICE).id)
         self.assertEqual(user.outgoing_mail_server_type, "microsoft_graph")
+
+    def test_migration_from_outlook_smtp(self):
+        server = self.env["ir.mail_server"].create(
+            {
+                "name": "Contoso Outlook SMTP",
+                "smtp_authentication": "outlook",
+                "smtp_host": "smtp.outlook.com",
+                "smtp_port": 587,
+                "smtp_encryption": "starttls",
+                "smtp_user": defaults.ADMIN,
+                "from_filter": defaults.ADMIN,
+                # what Odoo's Outlook module keeps, in plaintext, once connected
+                "microsoft_outlook_refresh_token": "outlook-smtp-refresh-token",
+                "microsoft_outlook_access_token": "outlook-smtp-access-token",
+                "microsoft_outlook_access_token_expiration": int(time.time()) + 3600,
+            }
+        )
+        with self.microsoft_person():
+            self.start_tour(
+                "/odoo/settings?debug=1", "microsoft_outlook_graph_migration", login="admin"
+            )
+        server.invalidate_recordset()
+        self.assertEqual(server.smtp_authentication, "microsoft_graph")
+        self.assertEqual(server.microsoft_graph_status, "valid")
+        self.assertEqual(server.microsoft_graph_account_oid, self.sandbox.user(defaults.ADMIN).id)
+        self.assertEqual((server.smtp_user, server.from_filter), (defaults.ADMIN, defaults.ADMIN))
+        self.assertFalse(server.microsoft_outlook_refresh_token)
+        self.assertFalse(server.microsoft_outlook_access_token)
+        self.assertFalse(server.microsoft_outlook_access_token_expiration)
+        self.env.cr.execute(
+            "SELECT count(*) FROM ir_mail_server WHERE to_jsonb(ir_mail_server)::text LIKE %s",
+            ["%outlook-smtp-%"],
+        )
+        self.assertEqual(self.env.cr.fetchone()[0], 0, "an Outlook SMTP token is left in the table")
+
+    def test_health_view(self):
+        # The mailboxes of a small company, a week in: the administrator's own mailbox
+        # sends and receives, the shared sales mailbox lost its connection.
+        # Odoo sends nothing while tests run; this mail must leave to show a last send.
+        self.patch(
+            type(self.env["ir.mail_server"]), "_disable_send", classmethod(lambda cls: False)
+        )
+        # wide enough for every column of the list to show in the screenshot
+        self.browser_size = "1920x440"
+        outgoing = connect_without_browser(self, self.create_outgoing(name="Contoso administrator"))
+        mail = self.env["mail.mail"].create(
+            {
+                "email_from": defaults.ADMIN,
+                "email_to": "customer@example.com",
+                "subject": "Your quotation",
+                "body_html": "<p>Please find our quotation.</p>",
+                "mail_server_id": outgoing.id,
+                "auto_delete": False,
+            }
+        )
+        mail.send()
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+        incoming = connect_without_browser(
+            self,
+            self.create_incoming(
+                name="Contoso administrator inbox",
+                object_id=self.env["ir.model"]._get_id("res.partner"),
+            ),
+        )
+        incoming.state = "done"
+        self.sandbox.deliver(
+            defaults.ADMIN,
+            b"From: customer@example.com\r\nTo: admin@contoso.test\r\n"
+            b"Subject: Quotation accepted\r\nMessage-Id: <accepted@example.com>\r\n\r\n"
+            b"We accept your quotation.\r\n",
+        )
+        incoming.fetch_mail()
+        shared = connect_without_browser(
+            self, self.create_outgoing(defaults.SALES, "shared", name="Contoso sales")
+        )
+        with self.assertLogs(
+            "odoo.addons.microsoft_outlook_graph.models.microsoft_outlook_graph_mixin", "WARNING"
+        ):
+            shared._microsoft_graph_mark_reconnect(
+                error_from_token_response(400, {"error": "invalid_grant", "error_codes": [70008]})
+            )
+        self.env.flush_all()
+        with self.sandbox_browser(MicrosoftPerson(), screenshot="health_view.png") as person:
+            self.start_tour(
+                "/odoo/settings?debug=1", "microsoft_outlook_graph_health_view", login="admin"
+            )
+        self.assertFalse(person.visits, "the health list never sends the browser to Microsoft")
+        self.assertTrue(outgoing.microsoft_graph_last_sent_at)
+        self.assertTrue(incoming.microsoft_graph_last_success)

@@ -5,6 +5,8 @@ from . import fetchmail_server
 from . import res_config_settings
 from . import res_users
 from . import mail_mail
+from . import mail_thread
 from . import microsoft_outlook_graph_failed_message
+from . import microsoft_outlook_graph_send_ledger
 from . import microsoft_outlook_graph_mailbox
 from . import microsoft_outlook_graph_subscription

@@ -1,6 +1,11 @@
+import ast
+
 from odoo import fields, models
 
-from .ir_mail_server import GraphSendDeferred
+from ..services.sending_limits import count_recipients
+from .ir_mail_server import GRAPH, GraphSendDeferred
+
+BULK_PRECEDENCE = ("bulk", "list", "junk")
 
 
 class MailMail(models.Model):
@@ -12,10 +17,30 @@ class MailMail(models.Model):
     microsoft_graph_internet_message_id = fields.Char(
         "Microsoft internetMessageId", readonly=True, copy=False, groups="base.group_system"
     )
+    microsoft_graph_budget_server_id = fields.Many2one(
+        "ir.mail_server",
+        "Waiting for the Limits of",
+        readonly=True,
+        copy=False,
+        index="btree_not_null",
+        help="This mail waits in the queue for the Exchange sending limits of this server.",
+    )
+    microsoft_graph_send_after = fields.Datetime(
+        "Estimated Send Time",
+        readonly=True,
+        copy=False,
+        help="When the Exchange sending limits let this mail go, at the pace they allow.",
+    )
 
     def _send(self, auto_commit=False, raise_exception=False, smtp_session=None, **kwargs):
+        mails = self
+        server = kwargs.get("mail_server")
+        gated = bool(server) and server.smtp_authentication == GRAPH
+        if gated and not server._disable_send():
+            mails = server.sudo()._microsoft_graph_admit(self).with_env(self.env)
+            mails = mails.with_context(microsoft_graph_admitted=True)
         try:
-            return super()._send(
+            return super(MailMail, mails)._send(
                 auto_commit=auto_commit,
                 raise_exception=raise_exception,
                 smtp_session=smtp_session,
@@ -25,7 +50,7 @@ class MailMail(models.Model):
             # Odoo flags a mail as failed before sending it and counts on a rollback
             # when the session drops; put it back in the queue instead, saying why.
             message_id = deferred.message_id
-            waiting = self.filtered(lambda mail: mail.message_id == message_id)
+            waiting = mails.filtered(lambda mail: mail.message_id == message_id)
             waiting.write(
                 {"state": "outgoing", "failure_type": False, "failure_reason": deferred.reason}
             )
@@ -39,3 +64,43 @@ class MailMail(models.Model):
                 {"notification_status": "ready", "failure_type": False, "failure_reason": False}
             )
             return True
+        finally:
+            if gated and mails:
+                # What did not leave counts for nothing against the limits.
+                unsent = mails.filtered(lambda mail: mail.exists() and mail.state == "outgoing")
+                self.env["microsoft.outlook.graph.send.ledger"]._release(unsent.ids)
+
+    def _microsoft_graph_is_bulk(self):
+        """Mass mail, which goes after transactional mail (a password reset, an invoice)."""
+        self.ensure_one()
+        if "mailing_id" in self._fields and self.mailing_id:
+            return True
+        try:
+            headers = ast.literal_eval(self.headers) if self.headers else {}
+        except (ValueError, SyntaxError):
+            return False
+        precedence = headers.get("Precedence", "") if isinstance(headers, dict) else ""
+        return str(precedence).strip().lower() in BULK_PRECEDENCE
+
+    def _microsoft_graph_queue_order(self):
+        return self.sorted(lambda mail: (mail._microsoft_graph_is_bulk(), mail.id))
+
+    def _microsoft_graph_message_recipients(self):
+        """Recipients of each message Odoo makes of this mail, as Exchange counts them.
+
+        One message to the To and Cc addresses, and one per recipient partner (as
+        ``_prepare_outgoing_list`` builds them).
+        """
+        self.ensure_one()
+        counts = []
+        if self.email_to or self.email_cc:
+            counts.append(count_recipients(self.email_to, self.email_cc) or 1)
+        counts.extend(count_recipients(partner.email) or 1 for partner in self.recipient_ids)
+        return counts or [1]
+
+    def _microsoft_graph_refuse(self, reason):
+        """Fail a mail that Exchange would refuse whatever the time (too many recipients)."""
+        self.write({"state": "exception", "failure_type": "unknown", "failure_reason": reason})
+        self._postprocess_sent_message(
+            success_pids=[], success_emails=[], failure_reason=reason, failure_type="unknown"
+        )

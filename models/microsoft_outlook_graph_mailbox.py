@@ -47,6 +47,20 @@ class MicrosoftOutlookGraphMailbox(models.Model):
     )
     queued_count = fields.Integer("Queued", readonly=True, help="Mails waiting in Odoo's queue.")
     last_error = fields.Text(readonly=True)
+    recipients_used = fields.Integer(
+        "Recipients (24 h)",
+        readonly=True,
+        help="Recipients of the mail sent in the last 24 hours by the connected account, "
+        "against Exchange's daily recipient limit.",
+    )
+    waiting_count = fields.Integer(
+        "Waiting for Limits",
+        readonly=True,
+        help="Queued mails waiting for the Exchange sending limits of the mailbox.",
+    )
+    queue_empties_at = fields.Datetime(
+        "Queue Empty At", related="mail_server_id.microsoft_graph_queue_empties_at"
+    )
     needs_attention = fields.Boolean(readonly=True)
     status = fields.Selection(
         [
@@ -85,7 +99,15 @@ class MicrosoftOutlookGraphMailbox(models.Model):
                    (SELECT count(*) FROM mail_mail m
                       JOIN mail_message msg ON msg.id = m.mail_message_id
                      WHERE msg.mail_server_id = s.id AND m.state = 'outgoing') AS queued_count,
-                   s.microsoft_graph_last_error AS last_error
+                   s.microsoft_graph_last_error AS last_error,
+                   (SELECT COALESCE(sum(l.recipient_count), 0)
+                      FROM microsoft_outlook_graph_send_ledger l
+                     WHERE l.account = COALESCE(s.microsoft_graph_account_oid, lower(s.smtp_user))
+                       AND l.sent_at > (now() AT TIME ZONE 'UTC') - interval '1 day'
+                   ) AS recipients_used,
+                   (SELECT count(*) FROM mail_mail m
+                     WHERE m.microsoft_graph_budget_server_id = s.id
+                       AND m.state = 'outgoing') AS waiting_count
               FROM ir_mail_server s
              WHERE s.smtp_authentication = 'microsoft_graph'
             UNION ALL
@@ -106,7 +128,9 @@ class MicrosoftOutlookGraphMailbox(models.Model):
                    (SELECT count(*) FROM microsoft_outlook_graph_failed_message m
                      WHERE m.server_id = f.id AND m.state = 'failed'),
                    0,
-                   COALESCE(f.microsoft_graph_last_error, f.error_message)
+                   COALESCE(f.microsoft_graph_last_error, f.error_message),
+                   0,
+                   0
               FROM fetchmail_server f
              WHERE f.server_type = 'microsoft_graph'
         """

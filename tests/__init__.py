@@ -10,3 +10,4 @@ from . import test_token_race
 from . import test_health
 from . import test_migration
 from . import test_notifications
+from . import test_sending_limits

@@ -1,0 +1,151 @@
+import contextlib
+import logging
+from datetime import timedelta
+
+from psycopg2.extensions import ISOLATION_LEVEL_READ_COMMITTED
+
+from odoo import api, fields, models
+from odoo.orm.environments import Transaction
+from odoo.sql_db import Cursor
+
+from ..services.sending_limits import Budget
+
+_logger = logging.getLogger(__name__)
+
+# Namespace of the advisory locks that serialize the budget of one account.
+LEDGER_LOCK = 0x4D534C47
+# Entries are purged once they count for no limit any more (with room for a time scale > 1).
+KEEP = timedelta(days=3)
+
+
+class MicrosoftOutlookGraphSendLedger(models.Model):
+    """What one Microsoft account handed to Exchange: the memory of its sending limits.
+
+    One row per message, written when the message is admitted (before it is sent), in a
+    transaction of its own that every Odoo worker sees at once. Exchange counts a message
+    sent as a shared mailbox against the signed-in account, hence the account key.
+    """
+
+    _name = "microsoft.outlook.graph.send.ledger"
+    _description = "Microsoft Graph Sending Ledger"
+    _order = "sent_at, id"
+    _log_access = False
+
+    account = fields.Char(required=True, index=True, readonly=True)
+    sent_at = fields.Datetime(
+        "Leaves At",
+        required=True,
+        index=True,
+        readonly=True,
+        help="When Exchange lets the message leave: the time it was handed over, or later "
+        "when the message rate holds it back.",
+    )
+    recipient_count = fields.Integer("Recipients", readonly=True)
+    mail_id = fields.Integer(index="btree_not_null", readonly=True)
+    message_id = fields.Char("Message-Id", index="btree_not_null", readonly=True)
+    mail_server_id = fields.Many2one("ir.mail_server", ondelete="set null", readonly=True)
+
+    @api.model
+    def _budget(self, account, limits, now):
+        """The Budget of account at now, from the entries that still count."""
+        since = now - timedelta(seconds=max(limits.window, limits.minute))
+        rows = self.search_fetch(
+            [("account", "=", account), ("sent_at", ">", since)],
+            ["sent_at", "recipient_count"],
+            order="sent_at",
+        )
+        return Budget(((row.sent_at, row.recipient_count) for row in rows), limits)
+
+    @contextlib.contextmanager
+    def _locked(self, account):
+        """This model on a cursor of its own holding account's budget lock; committed on exit.
+
+        The transaction reads committed rows at every statement (READ COMMITTED), so what the
+        previous lock holder wrote is seen as soon as the lock is granted; two workers never
+        spend one budget twice.
+        """
+        with self.env.registry.cursor() as cr:
+            if isinstance(cr, Cursor):
+                # Under Odoo's REPEATABLE READ, the snapshot would predate the wait for the lock.
+                cr.connection.set_isolation_level(ISOLATION_LEVEL_READ_COMMITTED)
+            if cr.transaction is None:
+                # This registry, without looking it up again (a lookup waits for the lock
+                # that a registry being loaded or tested holds).
+                cr.transaction = Transaction(self.env.registry)
+            cr.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [LEDGER_LOCK, account])
+            yield self.with_env(self.env(cr=cr))
+
+    @api.model
+    def _release(self, mail_ids):
+        """Forget the entries of mails that did not leave: they count for nothing."""
+        if mail_ids:
+            self.sudo().search([("mail_id", "in", list(mail_ids))]).unlink()
+
+    @api.model
+    def _requeue_refused(self, message_id):
+        """Exchange reported that it refused the mail of message_id for the recipient rate.
+
+        The mail counted for nothing at Microsoft: its entries go, and it waits in the queue
+        again, after a back-off (the ledger undercounted). A mail that Odoo already deleted
+        after sending cannot wait again: its recipients' notifications show the failure, so
+        the author can resend it. False when the mail was not sent through Graph.
+        """
+        entries = self.search([("message_id", "=", message_id)])
+        if not entries:
+            return False
+        servers = entries.mail_server_id
+        entries.unlink()
+        for server in servers:
+            server._microsoft_graph_quota_refused()
+        server = servers[:1]
+        mails = self.env["mail.mail"].search(
+            [("message_id", "=", message_id), ("state", "in", ("sent", "exception"))]
+        )
+        reason = self.env._(
+            "Exchange refused this mail: the daily recipient limit of %(mailbox)s was reached "
+            "(mail sent from Outlook counts too).",
+            mailbox=server.smtp_user or "-",
+        )
+        if mails:
+            mails.write(
+                {
+                    "state": "outgoing",
+                    "failure_type": False,
+                    "failure_reason": reason,
+                    "microsoft_graph_budget_server_id": server.id,
+                    "microsoft_graph_send_after": server.microsoft_graph_paused_until,
+                }
+            )
+            self.env["mail.notification"].search(
+                [("mail_mail_id", "in", mails.ids), ("notification_type", "=", "email")]
+            ).write(
+                {"notification_status": "ready", "failure_type": False, "failure_reason": False}
+            )
+            if server.microsoft_graph_paused_until:
+                self.env.ref("mail.ir_cron_mail_scheduler_action")._trigger(
+                    server.microsoft_graph_paused_until
+                )
+        else:
+            self.env["mail.notification"].search(
+                [
+                    ("mail_message_id.message_id", "=", message_id),
+                    ("notification_type", "=", "email"),
+                ]
+            ).write(
+                {
+                    "notification_status": "exception",
+                    "failure_type": "unknown",
+                    "failure_reason": reason,
+                }
+            )
+        _logger.warning(
+            "[Graph API] Exchange refused mail %s for the daily recipient limit of %s: %s",
+            message_id,
+            server.smtp_user or "-",
+            "back in the queue" if mails else "already deleted, its notifications show the failure",
+        )
+        return True
+
+    @api.autovacuum
+    def _gc_old_entries(self):
+        self.sudo().search([("sent_at", "<", fields.Datetime.now() - KEEP)]).unlink()

@@ -1,0 +1,263 @@
+import datetime
+import threading
+
+from odoo import SUPERUSER_ID, api
+from odoo.orm.environments import Transaction
+from odoo.tests import TransactionCase, tagged
+from odoo.tools import mute_logger
+
+from odoo.addons.microsoft_outlook_graph.sandbox import defaults
+
+from .common import GraphTransactionCase, connect_without_browser
+
+MAIL_LOGGERS = (
+    "odoo.addons.mail.models.mail_mail",
+    "odoo.addons.microsoft_outlook_graph.models.ir_mail_server",
+    "odoo.addons.microsoft_outlook_graph.models.microsoft_outlook_graph_send_ledger",
+    "odoo.addons.microsoft_outlook_graph.services.graph",
+    "odoo.addons.microsoft_outlook_graph.services.send",
+)
+
+
+def addresses(count, prefix="r"):
+    return ", ".join(f"{prefix}{n}@example.com" for n in range(count))
+
+
+@tagged("post_install", "-at_install")
+class TestSendingLimits(GraphTransactionCase):
+    def setUp(self):
+        super().setUp()
+        self.registry_enter_test_mode()
+        Server = type(self.env["ir.mail_server"])
+        self.patch(Server, "_disable_send", classmethod(lambda cls: False))
+        # Odoo's clock is the sandbox's, so that both see the same day roll on.
+        self.patch(Server, "_microsoft_graph_now", lambda server: self.now())
+        self.server = connect_without_browser(self, self.create_outgoing(sequence=1))
+        self.Ledger = self.env["microsoft.outlook.graph.send.ledger"]
+
+    def now(self):
+        return self.sandbox.clock.datetime().replace(tzinfo=None, microsecond=0)
+
+    def make_mail(self, email_to="customer@example.com", bulk=False, **values):
+        return self.env["mail.mail"].create(
+            {
+                "email_from": f"Contoso Admin <{defaults.ADMIN}>",
+                "email_to": email_to,
+                "subject": "Newsletter" if bulk else "Invoice INV/2026/0042",
+                "body_html": "<p>Hello</p>",
+                "auto_delete": False,
+                "headers": repr({"Precedence": "bulk"}) if bulk else False,
+                **values,
+            }
+        )
+
+    def run_queue(self):
+        with mute_logger(*MAIL_LOGGERS):
+            self.env["mail.mail"].process_email_queue()
+
+    def advance_to(self, moment):
+        seconds = (moment - self.now()).total_seconds()
+        if seconds > 0:
+            self.sandbox.advance(seconds + 1)
+
+    def test_ledger_counts_each_message_against_the_signed_in_account(self):
+        partner = self.env["res.partner"].create({"name": "Bob", "email": "bob@example.com"})
+        mail = self.make_mail(
+            email_to=addresses(3), email_cc="cc@example.com", recipient_ids=[(6, 0, partner.ids)]
+        )
+        self.run_queue()
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+        entries = self.Ledger.search([("mail_id", "=", mail.id)])
+        self.assertEqual(sorted(entries.mapped("recipient_count")), [1, 4])
+        self.assertEqual(set(entries.mapped("account")), {self.server.microsoft_graph_account_oid})
+        self.assertEqual(entries.mapped("message_id"), [mail.message_id] * 2)
+        self.assertEqual(self.server.microsoft_graph_recipients_used, 5)
+        self.assertEqual(self.server.microsoft_graph_messages_last_minute, 2)
+        self.assertEqual(self.sandbox.recipients_used(defaults.ADMIN), 5)
+        self.env.flush_all()  # the health list is a view over the tables
+        health = self.env["microsoft.outlook.graph.mailbox"].search(
+            [("mail_server_id", "=", self.server.id)]
+        )
+        self.assertEqual((health.recipients_used, health.waiting_count), (5, 0))
+
+    def test_too_many_recipients_fail_at_once_with_the_next_step(self):
+        mail = self.make_mail(email_to=addresses(501))
+        self.run_queue()
+        self.assertEqual(mail.state, "exception")
+        self.assertIn("501 recipients", mail.failure_reason)
+        self.assertIn("Recipients per Message", mail.failure_reason)
+        self.assertFalse(self.sandbox.outbox())
+        self.assertFalse(self.Ledger.search([("mail_id", "=", mail.id)]))
+        # A tenant that raised its limit: the admin raises the server's, and the mail goes.
+        self.server.microsoft_graph_recipients_per_message = 1_000
+        self.sandbox.configure_sending_limits(recipients_per_message=1_000)
+        mail.mark_outgoing()
+        self.run_queue()
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+
+    def test_over_budget_mail_waits_with_a_time_and_leaves_by_itself(self):
+        self.server.microsoft_graph_recipients_per_day = 5
+        self.sandbox.configure_sending_limits(recipients_per_day=5)
+        mails = [self.make_mail() for _ in range(7)]
+        started = self.now()
+        self.run_queue()
+        states = [mail.state for mail in mails]
+        self.assertEqual(states, ["sent"] * 5 + ["outgoing"] * 2)
+        waiting = mails[5]
+        self.assertIn("Exchange daily recipient limit", waiting.failure_reason)
+        self.assertEqual(waiting.microsoft_graph_budget_server_id, self.server)
+        self.assertAlmostEqual(
+            waiting.microsoft_graph_send_after,
+            started + datetime.timedelta(days=1),
+            delta=datetime.timedelta(minutes=2),
+        )
+        self.assertEqual(self.server.microsoft_graph_waiting_count, 2)
+        self.env.flush_all()  # the health list is a view over the tables
+        health = self.env["microsoft.outlook.graph.mailbox"].search(
+            [("mail_server_id", "=", self.server.id)]
+        )
+        self.assertEqual(health.waiting_count, 2)
+        self.assertTrue(health.queue_empties_at)
+        self.assertEqual(self.server.microsoft_graph_recipients_used, 5)
+        cron = self.env.ref("mail.ir_cron_mail_scheduler_action")
+        triggers = self.env["ir.cron.trigger"].search([("cron_id", "=", cron.id)])
+        self.assertTrue(any(t.call_at > started + datetime.timedelta(hours=23) for t in triggers))
+        self.run_queue()  # nothing changed: they keep waiting
+        self.assertEqual(len(self.sandbox.outbox()), 5)
+        self.advance_to(waiting.microsoft_graph_send_after)
+        self.run_queue()
+        self.assertEqual([mail.state for mail in mails], ["sent"] * 7)
+        self.assertFalse(mails[6].microsoft_graph_budget_server_id)
+        self.assertEqual(len(self.sandbox.outbox()), 7)
+
+    def test_twelve_thousand_recipients_transactional_first_no_refusal(self):
+        """120 newsletters of 100 recipients queued before 20 invoices: 12,020 recipients
+        through a 10,000 a day, 30 a minute mailbox, time moved on as the queue asks."""
+        self.sandbox.configure_sending_limits(refusal="error")
+        bulk = [self.make_mail(email_to=addresses(100, f"b{n}-"), bulk=True) for n in range(120)]
+        invoices = [self.make_mail(email_to=f"client{n}@example.com") for n in range(20)]
+        forecast = None
+        for _round in range(40):
+            self.run_queue()
+            waiting = [mail for mail in bulk + invoices if mail.state == "outgoing"]
+            if not waiting:
+                break
+            if forecast is None and self.server.microsoft_graph_recipients_used > 9_000:
+                forecast = self.server.microsoft_graph_queue_empties_at
+            self.advance_to(min(mail.microsoft_graph_send_after for mail in waiting))
+        self.assertEqual([m.state for m in bulk + invoices], ["sent"] * 140)
+        out = self.sandbox.outbox()
+        self.assertEqual(len(out), 140)  # none refused, none twice
+        self.assertFalse(self.sandbox.messages(defaults.ADMIN))  # no report of a refusal
+        self.assertEqual(
+            {d.internet_message_id for d in out[:20]}, {m.message_id for m in invoices}
+        )
+        self.assertTrue(forecast)
+        drained = datetime.datetime.fromtimestamp(max(d.delivered_at for d in out), datetime.UTC)
+        self.assertAlmostEqual(
+            forecast, drained.replace(tzinfo=None), delta=datetime.timedelta(minutes=1)
+        )
+
+    def test_quota_refusal_as_an_error_waits_with_a_back_off(self):
+        # Outlook sent mail Odoo cannot count: Exchange has less room than the ledger says.
+        self.sandbox.configure_sending_limits(recipients_per_day=2, refusal="error")
+        mails = [self.make_mail() for _ in range(3)]
+        self.run_queue()
+        self.assertEqual([mail.state for mail in mails], ["sent", "sent", "outgoing"])
+        self.assertIn("daily recipient limit", mails[2].failure_reason)
+        self.assertFalse(self.Ledger.search([("mail_id", "=", mails[2].id)]))
+        paused = self.server.microsoft_graph_paused_until
+        self.assertAlmostEqual(
+            paused, self.now() + datetime.timedelta(minutes=30), delta=datetime.timedelta(minutes=1)
+        )
+        self.run_queue()
+        self.assertEqual(mails[2].state, "outgoing")
+        self.assertEqual(len(self.sandbox.outbox()), 2)
+
+    def test_quota_report_puts_the_mail_back_before_bounce_handling(self):
+        self.sandbox.configure_sending_limits(recipients_per_day=2, refusal="ndr")
+        partner = self.env["res.partner"].create({"name": "C", "email": "customer@example.com"})
+        mails = [self.make_mail() for _ in range(3)]
+        self.run_queue()
+        self.assertEqual([mail.state for mail in mails], ["sent"] * 3)  # accepted, then...
+        [report] = self.sandbox.messages(defaults.ADMIN)
+        with mute_logger(*MAIL_LOGGERS):
+            self.env["mail.thread"].message_process(False, report.raw)
+        self.assertEqual(mails[2].state, "outgoing")
+        self.assertIn("Exchange refused this mail", mails[2].failure_reason)
+        self.assertFalse(self.Ledger.search([("message_id", "=", mails[2].message_id)]))
+        self.assertTrue(self.server.microsoft_graph_paused_until)
+        self.assertEqual(partner.message_bounce, 0)  # not blamed for the mailbox's limit
+        self.assertEqual(mails[0].state, "sent")
+
+
+@tagged("post_install", "-at_install")
+class TestSendingLimitsTwoWorkers(TransactionCase):
+    """Two workers admit mail for one account at once, in their own committed
+    transactions: together they never spend more than the budget."""
+
+    def setUp(self):
+        super().setUp()
+        with self.registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            server = env["ir.mail_server"].create(
+                {
+                    "name": "Two workers",
+                    "smtp_authentication": "microsoft_graph",
+                    "smtp_user": defaults.ADMIN,
+                    "from_filter": defaults.ADMIN,
+                    "microsoft_graph_recipients_per_day": 12,
+                }
+            )
+            mails = env["mail.mail"].create(
+                [
+                    {"email_from": defaults.ADMIN, "email_to": "c@example.com", "subject": "x"}
+                    for _ in range(20)
+                ]
+            )
+            self.server_id, self.mail_ids = server.id, mails.ids
+        self.addCleanup(self.drop_committed_state)
+
+    def drop_committed_state(self):
+        with self.registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            env["microsoft.outlook.graph.send.ledger"].search(
+                [("mail_server_id", "=", self.server_id)]
+            ).unlink()
+            env["mail.mail"].browse(self.mail_ids).unlink()
+            env["ir.mail_server"].browse(self.server_id).unlink()
+
+    def test_two_workers_never_overspend(self):
+        start = threading.Barrier(2)
+        admitted, errors = [], []
+
+        def worker(mail_ids):
+            try:
+                with self.registry.cursor() as cr:
+                    cr.transaction = Transaction(self.registry)
+                    env = api.Environment(cr, SUPERUSER_ID, {})
+                    server = env["ir.mail_server"].browse(self.server_id)
+                    start.wait(timeout=10)
+                    admitted.extend(
+                        server._microsoft_graph_admit(env["mail.mail"].browse(mail_ids)).ids
+                    )
+            except Exception as exc:  # reported by the test
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=worker, args=(ids,))
+            for ids in (self.mail_ids[:10], self.mail_ids[10:])
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        self.assertFalse(errors)
+        self.assertEqual(len(admitted), 12)
+        with self.registry.cursor() as cr:
+            cr.execute(
+                "SELECT sum(recipient_count) FROM microsoft_outlook_graph_send_ledger "
+                "WHERE mail_server_id = %s",
+                [self.server_id],
+            )
+            self.assertEqual(cr.fetchone()[0], 12)

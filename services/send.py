@@ -14,6 +14,7 @@ import itertools
 import logging
 import quopri
 from dataclasses import dataclass
+from email.message import Message
 from email.parser import BytesHeaderParser
 
 import requests
@@ -247,6 +248,78 @@ class _Mime:
         return sorted(removed, key=lambda p: p.start)
 
 
+@dataclass(frozen=True)
+class _Detached:
+    """A large top-level attachment of a message object, left out when it is flattened."""
+
+    body: str  # the base64 text the part holds (the same object, not a copy)
+    name: str
+    content_type: str
+    is_inline: bool
+    content_id: str | None
+    size: int  # decoded size
+    mime_size: int  # what it would add to the flattened message
+
+    def decoded(self):
+        """The attachment's bytes, decoded straight from the part's text: one copy."""
+        return binascii.a2b_base64(self.body)
+
+
+def _detachable(part):
+    """A _Detached for a base64 attachment of UPLOAD_SESSION_MIN or more, else None."""
+    if part.is_multipart() or part.get_content_maintype() in ("multipart", "message"):
+        return None
+    disposition = part.get_content_disposition()
+    name = part.get_filename()
+    if disposition != "attachment" and not (disposition == "inline" and name):
+        return None
+    if str(part.get("Content-Transfer-Encoding", "")).strip().lower() != "base64":
+        return None
+    body = part.get_payload()
+    if not isinstance(body, str) or not body.isascii():
+        return None
+    spaces = sum(body.count(c) for c in "\r\n \t")
+    padding = len(body[-8:].rstrip()) - len(body[-8:].rstrip().rstrip("="))
+    size = (len(body) - spaces) * 3 // 4 - padding
+    if size < UPLOAD_SESSION_MIN:
+        return None
+    head = sum(len(key) + len(str(value)) + 4 for key, value in part.items())
+    return _Detached(
+        body=body,
+        name=name or "attachment",
+        content_type=part.get_content_type(),
+        is_inline=disposition == "inline",
+        content_id=(str(part.get("Content-ID", "") or "").strip().strip("<>") or None),
+        size=size,
+        # Lines end in CRLF once flattened; a boundary line comes with the part.
+        mime_size=head + len(body) + body.count("\n") - body.count("\r") + 80,
+    )
+
+
+def _flatten(message):
+    """(the MIME to draft from, the attachments left out of it) for bytes or a message.
+
+    Bytes are used as they are. A message object (Odoo's ``EmailMessage``) is flattened
+    without its top-level base64 attachments of UPLOAD_SESSION_MIN or more: those go
+    through upload sessions anyway, and the stdlib's generator holds about twice a part
+    while flattening it (each part is written to its own buffer, then joined). What is
+    flattened is a shallow copy with those parts left out of its payload list: every
+    header and every other part is the message's own, and the message is not changed.
+    """
+    if not isinstance(message, Message):
+        return (message if isinstance(message, bytes) else bytes(message)), []
+    detached, kept = [], []
+    if message.get_content_type() == "multipart/mixed" and message.is_multipart():
+        for part in message.get_payload():
+            found = _detachable(part)
+            (detached if found else kept).append(found or part)
+    if not detached:
+        return message.as_bytes(), []
+    skeleton = copy.copy(message)
+    skeleton.set_payload(kept)
+    return skeleton.as_bytes(), detached
+
+
 def _reworded(error, text):
     return type(error)(
         text,
@@ -299,21 +372,24 @@ class GraphSender:
         self.once = copy.copy(client)
         self.once.max_attempts = 1
 
-    def send(self, raw_message, from_address=None):
-        """Send raw_message (bytes) as from_address (another mailbox) or as the account.
+    def send(self, message, from_address=None):
+        """Send message as from_address (another mailbox) or as the account.
 
+        ``message`` is an ``email.message.Message`` (Odoo's ``EmailMessage``: large
+        attachments are then never flattened into the MIME) or the flattened bytes.
         Raises GraphTransientError (keep the mail queued, ``retry_after`` seconds),
         GraphAmbiguousSendError (never retry blindly), or another GraphError.
         """
-        raw = raw_message if isinstance(raw_message, bytes) else bytes(raw_message)
-        if len(raw) > MAX_MESSAGE_SIZE:
+        raw, detached = _flatten(message)
+        size = len(raw) + sum(part.mime_size for part in detached)
+        if size > MAX_MESSAGE_SIZE:
             raise GraphPermanentError(
-                f"The message is {len(raw) / MB:.1f} MB, more than Exchange Online's 35 MB "
+                f"The message is {size / MB:.1f} MB, more than Exchange Online's 35 MB "
                 "message size limit: send smaller attachments, or links to them."
             )
         mime = _Mime(raw)
-        run = _Run(self, mime, from_address)
-        if mime.fits and not self.save_to_sent_items:
+        run = _Run(self, mime, from_address, detached)
+        if mime.fits and not detached and not self.save_to_sent_items:
             result = run.send_mail()
         else:
             result = run.through_draft()
@@ -329,13 +405,15 @@ class GraphSender:
 class _Run:
     """One send: its requests, the mailbox path its draft lives under, its draft."""
 
-    def __init__(self, sender, mime, from_address):
+    def __init__(self, sender, mime, from_address, detached=()):
         self.client = sender.client
         self.once = sender.once
         self.mime = mime
         self.from_address = from_address
         self.requests = 0
-        self.parts = mime.plan()
+        # Attachments added to the draft: those cut out of the MIME, then those never in it.
+        self.cut = mime.plan()
+        self.parts = self.cut + list(detached)
         # A shared sender's draft lives in the shared mailbox, so that its Sent Items keep the
         # copy; upload sessions work only in the signed-in user's mailbox (a known issue).
         if from_address and not self.parts:
@@ -423,7 +501,7 @@ class _Run:
         return draft
 
     def create_draft(self):
-        body = base64.b64encode(self.mime.without(self.parts))
+        body = base64.b64encode(self.mime.without(self.cut))
         try:
             return self.post_draft(body)
         except GraphError as error:
@@ -479,7 +557,7 @@ class _Run:
             )
 
     def attach(self, draft_id, part):
-        data = self.mime.decoded(part)
+        data = part.decoded() if isinstance(part, _Detached) else self.mime.decoded(part)
         path = f"{self.home}/messages/{quote_segment(draft_id)}/attachments"
         if len(data) >= UPLOAD_SESSION_MIN:
             self.upload(path, part, data)

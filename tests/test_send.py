@@ -7,6 +7,7 @@ from odoo.tests import tagged
 from odoo.tools import mute_logger
 
 from odoo.addons.microsoft_outlook_graph.sandbox import defaults
+from odoo.addons.microsoft_outlook_graph.services import send as graph_send
 
 from .common import GraphTransactionCase, connect_without_browser
 
@@ -87,6 +88,48 @@ class TestSend(GraphTransactionCase):
         [part] = [p for p in stored.iter_attachments() if p.get_filename() == "big.bin"]
         self.assertEqual(part.get_content(), big)
         self.assertTrue([e for e in self.sandbox.requests if e.method == "PUT"])
+
+    def test_large_mail_is_drafted_without_its_big_attachment(self):
+        """Odoo's message object reaches the sender: the big part is never flattened, and
+        every header and byte still arrives as Odoo built them."""
+        big = bytes(range(256)) * (4 * MB // 256) + b"tail"
+        attachments = self.env["ir.attachment"].create(
+            [
+                {"name": "big.bin", "raw": big},
+                {"name": "note.txt", "raw": b"a small note\r\n"},
+            ]
+        )
+        mail = self.make_mail(
+            references="<root@odoo.test> <parent@odoo.test>",
+            reply_to="Sales <catchall@contoso.test>",
+            headers={"X-Odoo-Objects": "sale.order-42", "Return-Path": "bounce+7@contoso.test"},
+            attachment_ids=[(6, 0, attachments.ids)],
+        )
+        flattened = []
+        flatten = graph_send._flatten
+
+        def spy(message):
+            raw, detached = flatten(message)
+            flattened.append((len(raw), [part.name for part in detached]))
+            return raw, detached
+
+        self.patch(graph_send, "_flatten", spy)
+        mail.send()
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+        [(draft_size, detached)] = flattened
+        self.assertEqual(detached, ["big.bin"])
+        self.assertLess(draft_size, 100_000)
+        [stored] = self.sent_messages()
+        self.assertEqual(stored["Message-Id"], mail.message_id)
+        self.assertEqual(stored["References"], "<root@odoo.test> <parent@odoo.test>")
+        self.assertIn("catchall@contoso.test", stored["Reply-To"])
+        self.assertEqual(stored["X-Odoo-Objects"], "sale.order-42")
+        self.assertIn("bounce+7@contoso.test", stored["Return-Path"])
+        files = {p.get_filename(): p.get_payload(decode=True) for p in stored.iter_attachments()}
+        self.assertEqual(files["big.bin"], big)
+        self.assertEqual(files["note.txt"], b"a small note\r\n")
+        self.assertEqual(mail.microsoft_graph_internet_message_id, mail.message_id)
+        self.assertEqual(len(self.sandbox.outbox()), 1)
 
     def test_shared_mailbox_sends_as_the_shared_address(self):
         shared = connect_without_browser(

@@ -20,7 +20,7 @@ from functools import partial
 from .errors import GraphError, HttpError
 from .graph_common import FOLDER, add_route, authenticate, metadata, selection
 from .graph_mail import MESSAGE, PREFER_TEXT, folder_of, message_of
-from .messages import MESSAGE_PROPERTIES, parse_moment
+from .messages import MESSAGE_PROPERTIES, iso_utc, parse_moment
 from .tokens import b64url
 from .web import Request, Response, json_response
 
@@ -119,7 +119,31 @@ def _immutable(request):
     return IMMUTABLE_ID.lower() in _preferences(request).lower()
 
 
+# Properties a sandbox message holds as fields. A $select of these only (what an import's
+# delta query asks for) is answered without parsing the MIME: Graph serves them from its
+# store, and parsing every message of a page cost the sandbox about 0.7 s per page of
+# large mail, on the CPUs the client under test shares with it.
+_STORED = {
+    "id": lambda m: m.id,
+    "createdDateTime": lambda m: iso_utc(m.created or m.received),
+    "lastModifiedDateTime": lambda m: iso_utc(m.modified or m.received),
+    "changeKey": lambda m: m.change_key,
+    "receivedDateTime": lambda m: iso_utc(m.received),
+    "internetMessageId": lambda m: m.internet_message_id,
+    "parentFolderId": lambda m: m.folder.id,
+    "conversationId": lambda m: m.conversation_id,
+    "isRead": lambda m: m.is_read,
+}
+
+
 def _render(request, message, select=None):
+    if select and _STORED.keys() >= set(select):
+        wanted = {*select, "id"}
+        result = {"@odata.etag": f'W/"{message.change_key}"'}
+        result.update(
+            (name, _STORED[name](message)) for name in MESSAGE_PROPERTIES if name in wanted
+        )
+        return result
     return message.graph(select, PREFER_TEXT in _preferences(request))
 
 

@@ -1,3 +1,4 @@
+import contextlib
 import datetime
 import logging
 import time
@@ -49,6 +50,7 @@ class MicrosoftGraphMailbox:
         self.sync = DeltaSync(client, folder=folder or "inbox", page_size=page_size)
 
     def disconnect(self):
+        self.sync.close()
         self.client.session.close()
 
 
@@ -489,24 +491,43 @@ class FetchmailServer(models.Model):
 
     def _microsoft_graph_pages(self, sync, link, run, commit):
         max_messages = self._microsoft_graph_budget()[0]
-        for page in sync.pages(
-            link, known=lambda messages: self._microsoft_graph_known(messages, run)
-        ):
-            run.pages += 1
-            handled = self._microsoft_graph_import_page(page, run)
-            if commit:
-                processed = len(page.messages) + len(page.known_ids)
-                if not self._microsoft_graph_save(run, commit, processed):
-                    run.stopped = "busy"
-                    return
-                self._microsoft_graph_write_back(sync, handled, deferred=True)
-            else:
-                run.handled += handled
+        last_page_seconds = 0.0
+
+        def ahead(page):
+            # Fetch the next page's MIME while this one is imported, unless the budget
+            # will stop the run after this page: that fetch would be wasted.
             spent = run.imported + run.failed + run.skipped
-            if page.next_link and (spent >= max_messages or time.monotonic() >= run.deadline):
-                run.pending = True
-                run.stopped = "budget"
-                return
+            spent += len(page.messages) + len(page.known_ids)
+            return spent < max_messages and time.monotonic() + last_page_seconds < run.deadline
+
+        pages = sync.pages(
+            link, known=lambda messages: self._microsoft_graph_known(messages, run), ahead=ahead
+        )
+        with contextlib.closing(pages):
+            for page in pages:
+                started = time.monotonic()
+                if not self._microsoft_graph_page(sync, page, run, commit, max_messages):
+                    return
+                last_page_seconds = time.monotonic() - started
+
+    def _microsoft_graph_page(self, sync, page, run, commit, max_messages):
+        """Import one page and, in the cron, commit it. False when the run stops here."""
+        run.pages += 1
+        handled = self._microsoft_graph_import_page(page, run)
+        if commit:
+            processed = len(page.messages) + len(page.known_ids)
+            if not self._microsoft_graph_save(run, commit, processed):
+                run.stopped = "busy"
+                return False
+            self._microsoft_graph_write_back(sync, handled, deferred=True)
+        else:
+            run.handled += handled
+        spent = run.imported + run.failed + run.skipped
+        if page.next_link and (spent >= max_messages or time.monotonic() >= run.deadline):
+            run.pending = True
+            run.stopped = "budget"
+            return False
+        return True
 
     def _microsoft_graph_fetch_again(self, sync, run, commit):
         """Import the kept messages Microsoft was too busy to give (transient errors),

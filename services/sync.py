@@ -9,9 +9,11 @@ replays the page and the caller's de-duplication makes the import exactly-once
 """
 
 import base64
+import copy
 import datetime
 import logging
 import re
+import threading
 import urllib.parse
 from dataclasses import dataclass, field, replace
 
@@ -168,6 +170,7 @@ class DeltaSync:
         self.max_retry_wait = client.max_inline_wait if max_retry_wait is None else max_retry_wait
         self._deferred_reads = []
         self.read_outcomes = {}
+        self._ahead_client = None
 
     # -- links -----------------------------------------------------------------------
 
@@ -213,47 +216,44 @@ class DeltaSync:
 
     # -- pages -----------------------------------------------------------------------
 
-    def pages(self, link, known=None):
+    def pages(self, link, known=None, ahead=None):
         """Yield one :class:`Page` per delta page, following next links.
 
-        Nothing is fetched ahead: the next delta page is asked for only when the caller
-        asks for the next Page. ``known(messages)`` may return the ids, among a page's new
+        ``known(messages)`` may return the ids, among a page's new
         :class:`IncomingMessage` values (without MIME yet), that the caller already has;
         their MIME is not fetched. Raises :class:`DeltaTokenExpired` on a stale link.
+
+        Without ``ahead`` nothing is fetched ahead: the next delta page is asked for only
+        when the caller asks for the next Page. ``ahead(page)`` is called with each page
+        about to be yielded that has a next link; when it returns true, the next delta
+        page is read (and ``known`` called on it) before the yield, and its MIME is
+        fetched in a thread while the caller works on this page. Memory then holds two
+        pages of MIME. Any failure of that work is raised when the caller asks for the
+        next page, as without ``ahead``: a page is yielded whole or not at all. With
+        ``ahead``, the mark-read steps queued when the last page is yielded go out in a
+        thread while the caller works on it, as many as fill whole batches.
         """
-        while link:
-            body = self._delta_page(link, self.page_size)
-            entries = body.get("value") or []
-            removed = [e["id"] for e in entries if "@removed" in e]
-            fresh = {}
-            for entry in entries:
-                if "@removed" not in entry and entry["id"] not in fresh:
-                    fresh[entry["id"]] = IncomingMessage(
-                        entry["id"],
-                        entry.get("internetMessageId"),
-                        _parse_time(entry.get("receivedDateTime")),
-                    )
-            skip = set(known(list(fresh.values()))) if known and fresh else set()
-            wanted = [m for m in fresh.values() if m.id not in skip]
-            contents = self._fetch_values(wanted)
-            page = Page(
-                messages=[self._with_content(m, contents[m.id]) for m in wanted],
-                removed_ids=removed,
-                next_link=body.get("@odata.nextLink"),
-                delta_link=body.get("@odata.deltaLink"),
-                known_ids=[i for i in fresh if i in skip],
-            )
-            if not page.checkpoint:
-                self._require_link(body, "@odata.deltaLink")
-            _logger.debug(
-                "[Incoming Mail] delta page: %d new, %d known, %d removed, %s",
-                len(page.messages),
-                len(page.known_ids),
-                len(page.removed_ids),
-                "more to come" if page.next_link else "end of round",
-            )
-            yield page
-            link = page.next_link
+        seen = set()
+        upcoming = self._prepare(link, known, seen, background=False)
+        try:
+            while upcoming is not None:
+                page = upcoming.result()
+                upcoming = None
+                if page.next_link and ahead is not None and ahead(page):
+                    upcoming = self._prepare(page.next_link, known, seen, background=True)
+                elif not page.next_link and ahead is not None:
+                    upcoming = self._reads_ahead()
+                yield page
+                if not page.next_link:
+                    break
+                if upcoming is None:
+                    upcoming = self._prepare(page.next_link, known, seen, background=False)
+        finally:
+            # What is still in flight (the look-ahead of a caller that stopped early, the
+            # reads sent during the last page) ends before the generator does, so its
+            # mark-read steps are accounted for: sent, or queued again.
+            if upcoming is not None:
+                upcoming.settle()
         self.flush()
 
     def fetch(self, ids):
@@ -261,6 +261,12 @@ class DeltaSync:
         messages = [IncomingMessage(i, None, None) for i in dict.fromkeys(ids)]
         contents = self._fetch_values(messages)
         return [self._with_content(m, contents[m.id]) for m in messages]
+
+    def close(self):
+        """Close the session of the look-ahead thread, if one was opened."""
+        if self._ahead_client is not None:
+            self._ahead_client.session.close()
+            self._ahead_client = None
 
     # -- writes ----------------------------------------------------------------------
 
@@ -339,17 +345,111 @@ class DeltaSync:
     def _fetch_values(self, messages):
         """{id: answer or error} for the $value of messages; queued mark-read steps ride
         along in the same batches."""
+        queued = self._take_reads()
+        try:
+            contents, reads = self._fetch_steps(self.client, messages, queued)
+        except BaseException:
+            self._requeue_reads(queued)
+            raise
+        self.read_outcomes.update(reads)
+        return contents
+
+    def _fetch_steps(self, client, messages, reads):
+        """({id: $value answer or error}, {id: read Outcome}) through ``client``."""
         steps = [
             (("value", m.id), {"method": "GET", "url": self._value_url(m.id)}) for m in messages
         ]
-        queued = self._deferred_reads
-        steps += [(("read", i), self._read_step(i)) for i in queued]
-        answers = self._batch(steps) if steps else {}
-        # Dequeued only once sent: a failed batch leaves them for the next one.
-        self._deferred_reads = []
-        for i in queued:
-            self.read_outcomes[i] = self._outcome(i, answers[("read", i)])
-        return {m.id: answers[("value", m.id)] for m in messages}
+        steps += [(("read", i), self._read_step(i)) for i in reads]
+        answers = self._batch(steps, client) if steps else {}
+        return (
+            {m.id: answers[("value", m.id)] for m in messages},
+            {i: self._outcome(i, answers[("read", i)]) for i in reads},
+        )
+
+    def _take_reads(self, count=None):
+        count = len(self._deferred_reads) if count is None else count
+        queued, self._deferred_reads = self._deferred_reads[:count], self._deferred_reads[count:]
+        return queued
+
+    def _reads_ahead(self):
+        """Send the queued reads that fill whole batches in a thread, or None.
+
+        The rest waits for the final flush, with the reads of the last page: splitting
+        a batch's worth in two would cost one more request.
+        """
+        count = len(self._deferred_reads) // self.batch_size * self.batch_size
+        if not count:
+            return None
+        upcoming = _Upcoming(self)
+        upcoming.start(self._ahead(), count)
+        return upcoming
+
+    def _requeue_reads(self, ids):
+        """Reads whose batch failed wait for the next one."""
+        self._deferred_reads = [*ids, *(i for i in self._deferred_reads if i not in ids)]
+
+    def _prepare(self, link, known, seen, background):
+        """The delta page at ``link`` read, ``known`` asked, and its MIME on the way:
+        fetched now, or in a thread when ``background``. Returns a :class:`_Upcoming`."""
+        try:
+            body = self._delta_page(link, self.page_size)
+        except GraphError as exc:
+            return _Upcoming(self, error=exc)
+        entries = body.get("value") or []
+        fresh = {}
+        for entry in entries:
+            if "@removed" not in entry and entry["id"] not in fresh:
+                fresh[entry["id"]] = IncomingMessage(
+                    entry["id"],
+                    entry.get("internetMessageId"),
+                    _parse_time(entry.get("receivedDateTime")),
+                )
+        # A page read ahead is asked about before the caller has imported the previous
+        # one: an id Graph repeats across pages is recognised here instead.
+        skip = {i for i in fresh if i in seen}
+        rest = [m for m in fresh.values() if m.id not in skip]
+        if known and rest:
+            skip.update(known(rest))
+        wanted = [m for m in fresh.values() if m.id not in skip]
+        seen.update(fresh)
+        upcoming = _Upcoming(self, body, fresh, wanted, skip)
+        if background:
+            upcoming.start(self._ahead())
+        else:
+            upcoming.run_here()
+        return upcoming
+
+    def _ahead(self):
+        """A client for the look-ahead thread: its own session (a requests session is not
+        shared between threads) and the token the caller's provider gives now, since the
+        provider may need the caller's thread (Odoo reads it through the ORM)."""
+        if self._ahead_client is None:
+            self._ahead_client = copy.copy(self.client)
+            self._ahead_client.session = self.client.endpoints.session()
+        self._ahead_client.token_provider = _TokenOfTheMoment(
+            self.client.token_provider(force_refresh=False)
+        )
+        return self._ahead_client
+
+    def _make_page(self, upcoming):
+        body, fresh, skip = upcoming.body, upcoming.fresh, upcoming.skip
+        page = Page(
+            messages=upcoming.messages,
+            removed_ids=[e["id"] for e in body.get("value") or [] if "@removed" in e],
+            next_link=body.get("@odata.nextLink"),
+            delta_link=body.get("@odata.deltaLink"),
+            known_ids=[i for i in fresh if i in skip],
+        )
+        if not page.checkpoint:
+            self._require_link(body, "@odata.deltaLink")
+        _logger.debug(
+            "[Incoming Mail] delta page: %d new, %d known, %d removed, %s",
+            len(page.messages),
+            len(page.known_ids),
+            len(page.removed_ids),
+            "more to come" if page.next_link else "end of round",
+        )
+        return page
 
     def _value_url(self, message_id):
         return self.client.mailbox_path(f"messages/{quote_segment(message_id)}/$value")
@@ -370,7 +470,7 @@ class DeltaSync:
         body = answer.get("body")
         return Outcome(key, new_id=body.get("id") if isinstance(body, dict) else None)
 
-    def _batch(self, steps):
+    def _batch(self, steps, client=None):
         """Run (key, step) pairs through $batch; returns {key: step answer or GraphError}.
 
         Throttled or failed steps (429, 5xx) go again in a later batch after their
@@ -384,7 +484,7 @@ class DeltaSync:
             again = []
             for start in range(0, len(pending), self.batch_size):
                 group = pending[start : start + self.batch_size]
-                answers = self._post_batch(group)
+                answers = self._post_batch(group, client or self.client)
                 for key, step in group:
                     answer = answers.get(key)
                     status = answer.get("status") if answer else None
@@ -407,19 +507,19 @@ class DeltaSync:
             if wait > self.max_retry_wait:
                 results.update((key, error) for key, _, error in again)
                 break
-            self.client.sleep(wait)
+            (client or self.client).sleep(wait)
             pending = [(key, step) for key, step, _ in again]
         return {key: results[key] for key, _ in steps}
 
-    def _post_batch(self, group):
+    def _post_batch(self, group, client):
         """One $batch request; returns {key: step answer} for the steps Graph answered."""
         keys = {}
         requests = []
         for number, (key, step) in enumerate(group, 1):
             keys[str(number)] = key
             requests.append({"id": str(number), **step})
-        response = self.client.request("POST", "/$batch", json={"requests": requests})
-        body = self.client.json_of(response)
+        response = client.request("POST", "/$batch", json={"requests": requests})
+        body = client.json_of(response)
         answers = {}
         listed = body.get("responses") if isinstance(body, dict) else None
         for answer in listed if isinstance(listed, list) else []:
@@ -427,3 +527,89 @@ class DeltaSync:
             if key is not None:
                 answers[key] = answer
         return answers
+
+
+class _TokenNeeded(Exception):
+    """The look-ahead thread's token was refused: the caller's thread must refresh it."""
+
+
+class _TokenOfTheMoment:
+    """The token provider of the look-ahead thread: one token, no refresh."""
+
+    def __init__(self, token):
+        self.token = token
+
+    def __call__(self, force_refresh=False):
+        if force_refresh:
+            raise _TokenNeeded()
+        return self.token
+
+
+class _Upcoming:
+    """A delta page read, whose MIME is being fetched (here, or in a thread), with the
+    queued mark-read steps riding along; or those steps alone (no page)."""
+
+    def __init__(self, sync, body=None, fresh=None, wanted=(), skip=(), error=None):
+        self.sync = sync
+        self.body = body
+        self.fresh = fresh or {}
+        self.wanted = wanted
+        self.skip = skip
+        self.error = error
+        self.reads = []
+        self.messages = None
+        self.read_outcomes = None
+        self.thread = None
+
+    def run_here(self):
+        self.reads = self.sync._take_reads()
+        try:
+            self._fetch(self.sync.client)
+        except GraphError as exc:
+            self.error = exc
+        except BaseException:
+            self.sync._requeue_reads(self.reads)
+            self.reads = []
+            raise
+
+    def start(self, client, reads=None):
+        self.reads = self.sync._take_reads(reads)
+        self.thread = threading.Thread(
+            target=self._work, args=(client,), name="graph-sync-ahead", daemon=True
+        )
+        self.thread.start()
+
+    def _work(self, client):
+        try:
+            self._fetch(client)
+        except Exception as exc:  # handed to the caller's thread by result()
+            self.error = exc
+
+    def _fetch(self, client):
+        contents, self.read_outcomes = self.sync._fetch_steps(client, self.wanted, self.reads)
+        # Decoded here, so that a thread does it while the caller imports.
+        self.messages = [self.sync._with_content(m, contents[m.id]) for m in self.wanted]
+
+    def settle(self):
+        """Wait for the work; record its mark-read outcomes, or queue them again."""
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+            if isinstance(self.error, _TokenNeeded):
+                # Refused token: fetch again from the caller's thread, which refreshes it.
+                self.error = None
+                self.sync._requeue_reads(self.reads)
+                self.run_here()
+        if self.read_outcomes is not None:
+            self.sync.read_outcomes.update(self.read_outcomes)
+            self.read_outcomes = None
+        elif self.reads:
+            self.sync._requeue_reads(self.reads)
+        self.reads = []
+
+    def result(self):
+        """The :class:`Page`, or the error that stopped it."""
+        self.settle()
+        if self.error is not None:
+            raise self.error
+        return self.sync._make_page(self)

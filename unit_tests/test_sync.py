@@ -125,6 +125,19 @@ def test_start_link_since_filters_the_first_round(sandbox, make_sync):
     assert [m.id for m in imported(run(sync, link)[0])] == [recent]
 
 
+def test_the_sandbox_serves_stored_properties_as_the_full_rendering_does(sandbox, make_sync):
+    deliver(sandbox, 2)
+    sandbox.messages(ADMIN)[0].is_read = True
+    sync = make_sync()
+    body = sync.client.get_json(sync.start_link())
+    # Served from the message's fields without parsing its MIME: the same entries.
+    expected = [
+        {"@odata.type": "#microsoft.graph.message", **m.graph(DELTA_SELECT)}
+        for m in sandbox.messages(ADMIN)
+    ]
+    assert body["value"] == expected
+
+
 def test_pages_follow_links_one_at_a_time(sandbox, make_sync):
     ids = deliver(sandbox, 7)
     sync = make_sync(page_size=3)
@@ -339,3 +352,107 @@ def test_request_counts_for_a_backlog_and_an_empty_round(sandbox, make_sync):
     sandbox.clear_log()
     [page] = run(sync, link)[0]
     assert page.messages == [] and len(graph_log(sandbox)) == 1
+
+
+# reading ahead -------------------------------------------------------------------------
+
+
+def test_ahead_fetches_the_next_page_while_the_caller_works(sandbox, make_sync):
+    ids = deliver(sandbox, 7)
+    sync = make_sync(page_size=3)
+    sandbox.clear_log()
+    asked = []
+    pages = sync.pages(sync.start_link(), ahead=lambda page: asked.append(page) or True)
+    first = next(pages)
+    assert [m.id for m in first.messages] == ids[:3] and asked == [first]
+    # The second page is read and its MIME fetched before the caller asks for it.
+    assert kinds(graph_log(sandbox)) == ["delta", "batch", "delta", "batch"]
+    rest = list(pages)
+    assert [[m.id for m in p.messages] for p in rest] == [ids[3:6], ids[6:]]
+    assert all(m.raw == mime(n) for n, m in enumerate(imported([first, *rest])))
+    # Only pages with a next link are offered; the request count is the same as without.
+    assert asked == [first, rest[0]]
+    assert kinds(graph_log(sandbox)) == ["delta", "batch"] * 3
+
+
+def test_ahead_declined_fetches_nothing_ahead(sandbox, make_sync):
+    deliver(sandbox, 7)
+    sync = make_sync(page_size=3)
+    sandbox.clear_log()
+    pages = sync.pages(sync.start_link(), ahead=lambda page: False)
+    next(pages)
+    pages.close()
+    assert kinds(graph_log(sandbox)) == ["delta", "batch"]
+
+
+@pytest.mark.parametrize("failing", ["delta", "batch"])
+def test_a_failure_ahead_comes_with_the_next_page(sandbox, make_sync, failing):
+    ids = deliver(sandbox, 6)
+    sync = make_sync(page_size=3)
+    path = r"/delta$" if failing == "delta" else r"^/v1\.0/\$batch$"
+
+    def fail_from_now_on(page):
+        sandbox.inject_fault("status", path=path, status=503, times=None)
+        return True
+
+    pages = sync.pages(sync.start_link(), ahead=fail_from_now_on)
+    first = next(pages)
+    # The page in hand is whole; the failure of the next one comes when it is asked for.
+    assert [m.id for m in first.messages] == ids[:3] and all(m.raw for m in first.messages)
+    with pytest.raises(GraphTransientError):
+        next(pages)
+    sandbox.clear_faults()
+    # The caller keeps the first page's checkpoint: the next run starts there.
+    [second] = sync.pages(first.checkpoint)
+    assert [m.id for m in second.messages] == ids[3:]
+
+
+def test_ahead_with_a_refused_token_fetches_from_the_callers_thread(
+    sandbox, make_sync, monkeypatch
+):
+    ids = deliver(sandbox, 6)
+    sync = make_sync(page_size=3)
+    original = sync._ahead
+
+    def with_a_refused_token():
+        client = original()
+        client.token_provider.token = "refused.token.value"
+        return client
+
+    monkeypatch.setattr(sync, "_ahead", with_a_refused_token)
+    pages = list(sync.pages(sync.start_link(), ahead=lambda page: True))
+    assert [m.id for m in imported(pages)] == ids and all(m.raw for m in imported(pages))
+
+
+def test_ahead_carries_the_queued_reads_and_settles_them_when_stopped(sandbox, make_sync):
+    deliver(sandbox, 12)
+    sync = make_sync(page_size=3)
+    pages = sync.pages(sync.start_link(), ahead=lambda page: True)
+    first = next(pages)
+    sync.mark_read_later(m.id for m in first.messages)
+    # The third page is fetched while the caller holds the second, with the first's reads.
+    next(pages)
+    pages.close()  # the caller stops (its budget): the third page's work is waited for
+    assert set(sync.read_outcomes) == {m.id for m in first.messages}
+    assert all(o.ok for o in sync.read_outcomes.values())
+    read = {m.id for m in sandbox.messages(ADMIN) if m.is_read}
+    assert read == {m.id for m in first.messages}
+    graph_log(sandbox)
+    sandbox.clear_log()
+    # Nothing is left to send.
+    assert sync.flush() == sync.read_outcomes and graph_log(sandbox) == []
+
+
+def test_ahead_sends_whole_batches_of_reads_during_the_last_page(sandbox, make_sync):
+    deliver(sandbox, 90)
+    sync = make_sync(page_size=30)
+    sandbox.clear_log()
+    for page in sync.pages(sync.start_link(), ahead=lambda page: True):
+        sync.mark_read_later(m.id for m in page.messages)
+    assert all(m.is_read for m in sandbox.messages(ADMIN))
+    assert len(sync.read_outcomes) == 90 and all(o.ok for o in sync.read_outcomes.values())
+    # As without ahead, 10 batches: 2 + 2 for the first two pages' $value, 3 for the
+    # third's with the first page's reads; of the second page's 30 reads, 20 went out
+    # during the last page and 10 with the last page's 30 in 2 batches.
+    log = kinds(graph_log(sandbox))
+    assert log.count("delta") == 3 and log.count("batch") == 10

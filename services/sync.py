@@ -230,30 +230,36 @@ class DeltaSync:
         fetched in a thread while the caller works on this page. Memory then holds two
         pages of MIME. Any failure of that work is raised when the caller asks for the
         next page, as without ``ahead``: a page is yielded whole or not at all. With
-        ``ahead``, the mark-read steps queued when the last page is yielded go out in a
-        thread while the caller works on it, as many as fill whole batches.
+        ``ahead``, when no page is read ahead (the last page, or ``ahead`` declined), the
+        mark-read steps queued then go out in a thread while the caller works on the
+        page, as many as fill whole batches.
         """
         seen = set()
         upcoming = self._prepare(link, known, seen, background=False)
+        reads = None
         try:
             while upcoming is not None:
                 page = upcoming.result()
                 upcoming = None
                 if page.next_link and ahead is not None and ahead(page):
                     upcoming = self._prepare(page.next_link, known, seen, background=True)
-                elif not page.next_link and ahead is not None:
-                    upcoming = self._reads_ahead()
+                elif ahead is not None:
+                    # No page ahead (the last one, or the caller will stop after this
+                    # one): the queued reads go out while the caller works.
+                    reads = self._reads_ahead()
                 yield page
-                if not page.next_link:
-                    break
-                if upcoming is None:
+                if reads is not None:
+                    reads.settle()
+                    reads = None
+                if page.next_link and upcoming is None:
                     upcoming = self._prepare(page.next_link, known, seen, background=False)
         finally:
             # What is still in flight (the look-ahead of a caller that stopped early, the
             # reads sent during the last page) ends before the generator does, so its
             # mark-read steps are accounted for: sent, or queued again.
-            if upcoming is not None:
-                upcoming.settle()
+            for work in (upcoming, reads):
+                if work is not None:
+                    work.settle()
         self.flush()
 
     def fetch(self, ids):
@@ -374,8 +380,8 @@ class DeltaSync:
     def _reads_ahead(self):
         """Send the queued reads that fill whole batches in a thread, or None.
 
-        The rest waits for the final flush, with the reads of the last page: splitting
-        a batch's worth in two would cost one more request.
+        The rest waits for the next batches, with the reads of the page being imported:
+        splitting a batch's worth in two would cost one more request.
         """
         count = len(self._deferred_reads) // self.batch_size * self.batch_size
         if not count:

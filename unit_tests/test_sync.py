@@ -456,3 +456,19 @@ def test_ahead_sends_whole_batches_of_reads_during_the_last_page(sandbox, make_s
     # during the last page and 10 with the last page's 30 in 2 batches.
     log = kinds(graph_log(sandbox))
     assert log.count("delta") == 3 and log.count("batch") == 10
+
+
+def test_ahead_declined_still_sends_whole_batches_of_queued_reads(sandbox, make_sync):
+    deliver(sandbox, 75)
+    sync = make_sync(page_size=25)
+    decisions = iter([True, False])
+    pages = sync.pages(sync.start_link(), ahead=lambda page: next(decisions))
+    first = next(pages)
+    sync.mark_read_later(m.id for m in first.messages)
+    second = next(pages)  # declined: nothing read ahead, 20 of the 25 reads go out now
+    sync.mark_read_later(m.id for m in second.messages)
+    pages.close()  # the caller stops after the second page
+    assert len(sync.read_outcomes) == 20
+    assert set(sync.read_outcomes) < {m.id for m in first.messages}
+    assert len(sync.flush()) == 50 and all(o.ok for o in sync.read_outcomes.values())
+    assert sum(m.is_read for m in sandbox.messages(ADMIN)) == 50

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 ADDON = "microsoft_outlook_graph"
+# Bridge modules kept in bridges/: installed and tested beside the addon, in the same run.
+BRIDGES = ["microsoft_outlook_graph_mass_mailing"]
 REPO = Path(__file__).resolve().parent.parent
 VAR = REPO / "var"
 SKIPPED = 3
@@ -145,10 +147,12 @@ def addons_path(src):
     checkout = hashlib.sha256(str(REPO).encode()).hexdigest()[:12]
     link_dir = Path(tempfile.gettempdir()) / f"{ADDON}-addons-{checkout}"
     link_dir.mkdir(parents=True, exist_ok=True)
-    link = link_dir / ADDON
-    if not (link.is_symlink() and link.resolve() == REPO):
-        link.unlink(missing_ok=True)
-        link.symlink_to(REPO)
+    targets = {ADDON: REPO, **{name: REPO / "bridges" / name for name in BRIDGES}}
+    for name, target in targets.items():
+        link = link_dir / name
+        if not (link.is_symlink() and link.resolve() == target):
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
     return f"{src}/addons,{src}/odoo/addons,{link_dir}"
 
 
@@ -211,7 +215,11 @@ def report(name, code, text):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tags", default=f"/{ADDON}", help="Odoo --test-tags for the addon run")
+    parser.add_argument(
+        "--tags",
+        default=",".join(f"/{name}" for name in [ADDON, *BRIDGES]),
+        help="Odoo --test-tags for the addon run",
+    )
     parser.add_argument("--no-compat", action="store_true", help="skip Odoo's own mail tests")
     options = parser.parse_args()
     try:
@@ -226,14 +234,15 @@ def main():
     passed = True
 
     database = f"mog_test_{stamp}"
-    print(f"Odoo suite: installing {ADDON} on a new database and running {options.tags}")
+    modules = ",".join([ADDON, *BRIDGES])
+    print(f"Odoo suite: installing {modules} on a new database and running {options.tags}")
     try:
         code, text = run_odoo(
             odoo_command(
                 src,
                 python,
                 database,
-                f"--init={ADDON}",
+                f"--init={modules}",
                 "--test-enable",
                 f"--test-tags={options.tags}",
             ),

@@ -177,6 +177,25 @@ class TestSend(GraphTransactionCase):
         self.assertEqual((first | second).mapped("state"), ["sent", "sent"])
         self.assertEqual(len(self.sandbox.outbox()), 2)
 
+    def test_throttled_first_send_logs_one_warning_not_an_error(self):
+        """Odoo's queue logs a dropped session as an ERROR with a traceback; a throttled
+        mailbox is no error: one WARNING line, and the mail stays queued."""
+        self.sandbox.inject_fault(
+            "status", path=r"/messages$", method="POST", status=429, retry_after=30, times=1
+        )
+        mail = self.make_mail()
+        with (
+            self.assertLogs("odoo.addons.mail.models.mail_mail", "DEBUG") as logs,
+            mute_logger("odoo.addons.microsoft_outlook_graph.services.graph"),
+        ):
+            self.env["mail.mail"].process_email_queue(email_ids=mail.ids)
+        self.assertEqual(mail.state, "outgoing", mail.failure_reason)
+        [record] = logs.records
+        self.assertEqual(record.levelname, "WARNING")
+        self.assertIsNone(record.exc_info)
+        self.assertIn(f"mail {mail.message_id} stays queued", record.getMessage())
+        self.assertIn("busy", record.getMessage())
+
     def test_revoked_connection_keeps_mails_until_reconnected(self):
         self.sandbox.revoke(defaults.ADMIN)
         self.sandbox.expire_access_tokens(defaults.ADMIN)
@@ -277,3 +296,65 @@ class TestSend(GraphTransactionCase):
         self.assertEqual(mail.state, "sent", mail.failure_reason)
         [stored] = self.sent_messages()
         self.assertEqual(stored["Subject"], "Welcome Bob")
+
+    def test_mail_force_smtp_from_does_not_exist_in_odoo_19(self):
+        """Odoo 19 reads no ``mail.force.smtp.from`` (its role went to the alias domain's
+        default From and the servers' From filters): set or not, a Graph server sends the
+        mail with its own From, as the SMTP path does."""
+        self.env["ir.config_parameter"].sudo().set_param(
+            "mail.force.smtp.from", "forced@contoso.test"
+        )
+        mail = self.make_mail()
+        mail.send()
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+        [stored] = self.sent_messages()
+        self.assertEqual(stored["From"].addresses[0].addr_spec, defaults.ADMIN)
+        self.assertNotIn("forced@", str(stored))
+
+    def test_outside_from_leaves_as_the_notification_address(self):
+        """Odoo 19's successor of the forced From: a From no server may send as is
+        rewritten to the alias domain's notification address, and the Graph server whose
+        From filter matches that address sends it."""
+        domain = self.env["mail.alias.domain"].create(
+            {"name": defaults.TENANT_DOMAIN, "default_from": defaults.ADMIN.split("@")[0]}
+        )
+        self.env.company.alias_domain_id = domain
+        mail = self.make_mail()
+        mail.email_from = "Bob Builder <bob@example.com>"
+        mail.send()
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+        [stored] = self.sent_messages()
+        [sender] = stored["From"].addresses
+        self.assertEqual(sender.addr_spec, defaults.ADMIN)
+        self.assertEqual(sender.display_name, "Bob Builder")
+        self.assertEqual(len(self.sandbox.outbox()), 1)
+
+    def test_mass_mailing_leaves_through_graph(self):
+        if "mailing.mailing" not in self.env:
+            self.skipTest("mass_mailing is not installed in this database")
+        readers = self.env["res.partner"].create(
+            [{"name": f"Reader {n}", "email": f"reader{n}@example.com"} for n in range(3)]
+        )
+        mailing = self.env["mailing.mailing"].create(
+            {
+                "subject": "Contoso news",
+                "body_html": "<p>News of the month</p>",
+                "email_from": f"Contoso Admin <{defaults.ADMIN}>",
+                "mailing_model_id": self.env["ir.model"]._get_id("res.partner"),
+                "mailing_domain": repr([("id", "in", readers.ids)]),
+                "keep_archives": True,
+            }
+        )
+        mailing.action_send_mail()
+        traces = mailing.mailing_trace_ids
+        self.assertEqual(traces.mapped("trace_status"), ["sent"] * 3, traces.mapped("failure_type"))
+        stored = self.sent_messages()
+        self.assertEqual(
+            sorted(m["To"].addresses[0].addr_spec for m in stored),
+            sorted(readers.mapped("email")),
+        )
+        for message in stored:
+            # The mailing's own headers reach the readers' mail clients.
+            self.assertTrue(message["List-Unsubscribe"])
+            self.assertEqual(message["Precedence"], "list")
+        self.assertEqual(len(self.sandbox.outbox()), 3)

@@ -373,7 +373,11 @@ class IrMailServer(models.Model):
         Mail = self.env["mail.mail"]
         admitted = Mail.concat(*admitted)
         admitted.filtered("microsoft_graph_budget_server_id").write(
-            {"microsoft_graph_budget_server_id": False, "microsoft_graph_send_after": False}
+            {
+                "microsoft_graph_budget_server_id": False,
+                "microsoft_graph_send_after": False,
+                "microsoft_graph_retry_at": False,
+            }
         )
         for mail, count in refused:
             mail._microsoft_graph_refuse(self._microsoft_graph_too_many_reason(count, limits))
@@ -429,7 +433,8 @@ class IrMailServer(models.Model):
         """Leave waiting mails queued, each with the time its turn comes, and wake the queue
         when the first one may go."""
         plan = budget.forecast([(mail.id, count) for mail, count in waiting], now)
-        if blocked.limit == RECIPIENTS_PER_DAY:
+        daily = blocked.limit == RECIPIENTS_PER_DAY
+        if daily:
             template = self.env._(
                 "Exchange daily recipient limit of %(mailbox)s (%(limit)s recipients in 24 "
                 "hours): sends after %(time)s UTC."
@@ -454,6 +459,8 @@ class IrMailServer(models.Model):
                 {
                     "microsoft_graph_budget_server_id": self.id,
                     "microsoft_graph_send_after": minute,
+                    # Short waits for the message rate stay due: the next run takes them.
+                    "microsoft_graph_retry_at": minute if daily else False,
                     "failure_reason": template
                     % {
                         "mailbox": self.smtp_user,

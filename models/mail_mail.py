@@ -31,6 +31,27 @@ class MailMail(models.Model):
         copy=False,
         help="When the Exchange sending limits let this mail go, at the pace they allow.",
     )
+    microsoft_graph_retry_at = fields.Datetime(
+        readonly=True,
+        copy=False,
+        index="btree_not_null",
+        help="Until then the mail waits for the daily recipient limit and the queue skips it.",
+    )
+
+    def process_email_queue(self, email_ids=(), batch_size=1000):
+        # Mails waiting hours for the daily recipient limit are not due: the queue run leaves
+        # them out (nor counts them as work left, which would re-run the cron at once), and
+        # the cron trigger set for the first of them brings them back.
+        now = self.env["ir.mail_server"]._microsoft_graph_now()
+        not_waiting = [
+            "|",
+            ("microsoft_graph_retry_at", "=", False),
+            ("microsoft_graph_retry_at", "<=", now),
+        ]
+        filters = [*self.env.context.get("filters", []), *not_waiting]
+        return super(MailMail, self.with_context(filters=filters)).process_email_queue(
+            email_ids=email_ids, batch_size=batch_size
+        )
 
     def _send(self, auto_commit=False, raise_exception=False, smtp_session=None, **kwargs):
         mails = self

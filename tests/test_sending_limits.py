@@ -106,6 +106,7 @@ class TestSendingLimits(GraphTransactionCase):
         waiting = mails[5]
         self.assertIn("Exchange daily recipient limit", waiting.failure_reason)
         self.assertEqual(waiting.microsoft_graph_budget_server_id, self.server)
+        self.assertEqual(waiting.microsoft_graph_retry_at, waiting.microsoft_graph_send_after)
         self.assertAlmostEqual(
             waiting.microsoft_graph_send_after,
             started + datetime.timedelta(days=1),

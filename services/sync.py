@@ -386,8 +386,12 @@ class DeltaSync:
         count = len(self._deferred_reads) // self.batch_size * self.batch_size
         if not count:
             return None
+        try:
+            client = self._ahead()
+        except GraphError:  # no token now: they wait for the final flush
+            return None
         upcoming = _Upcoming(self)
-        upcoming.start(self._ahead(), count)
+        upcoming.start(client, count)
         return upcoming
 
     def _requeue_reads(self, ids):
@@ -419,10 +423,15 @@ class DeltaSync:
         wanted = [m for m in fresh.values() if m.id not in skip]
         seen.update(fresh)
         upcoming = _Upcoming(self, body, fresh, wanted, skip)
-        if background:
-            upcoming.start(self._ahead())
-        else:
+        if not background:
             upcoming.run_here()
+            return upcoming
+        try:
+            client = self._ahead()
+        except GraphError as exc:  # no token: the caller hears it with this page
+            upcoming.error = exc
+            return upcoming
+        upcoming.start(client)
         return upcoming
 
     def _ahead(self):

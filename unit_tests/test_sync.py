@@ -8,7 +8,7 @@ import pytest
 
 from sandbox.defaults import ADMIN, ALICE, SALES
 from services.endpoints import Endpoints
-from services.errors import GraphPermanentError, GraphTransientError
+from services.errors import GraphAuthError, GraphPermanentError, GraphTransientError
 from services.graph import GraphClient
 from services.sync import DELTA_SELECT, DeltaSync, DeltaTokenExpired, decode_value
 
@@ -405,6 +405,23 @@ def test_a_failure_ahead_comes_with_the_next_page(sandbox, make_sync, failing):
     # The caller keeps the first page's checkpoint: the next run starts there.
     [second] = sync.pages(first.checkpoint)
     assert [m.id for m in second.messages] == ids[3:]
+
+
+def test_ahead_without_a_token_fails_with_the_next_page(sandbox, make_sync):
+    ids = deliver(sandbox, 6)
+    sync = make_sync(page_size=3)
+
+    def disconnected(force_refresh=False):
+        raise GraphAuthError("Connect the mailbox again.")
+
+    def disconnect(page):
+        sync.client.token_provider = disconnected
+        return True
+
+    pages = sync.pages(sync.start_link(), ahead=disconnect)
+    assert [m.id for m in next(pages).messages] == ids[:3]
+    with pytest.raises(GraphAuthError):
+        next(pages)
 
 
 def test_ahead_with_a_refused_token_fetches_from_the_callers_thread(

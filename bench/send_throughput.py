@@ -444,11 +444,11 @@ def memory_child(options):
     """Send one mail of about options.memory_size through options.server_id; print JSON.
 
     tracemalloc starts just before Odoo's queue run, so "whole" is everything the run
-    allocated (Odoo reading the attachment, building and flattening the MIME, the transport);
-    "transport" is the rise inside ir.mail_server.send_email over what was held when it was
-    called (Odoo's MIME object among it), "graph" the rise inside _microsoft_graph_send
-    (which flattens the message with as_bytes), "sender" the rise inside GraphSender.send
-    (given the flat bytes): the addon's own part.
+    allocated (Odoo reading the attachment, building the MIME, the transport); "transport" is
+    the rise inside ir.mail_server.send_email over what was held when it was called (Odoo's
+    MIME object among it), "graph" the rise inside _microsoft_graph_send, "sender" the rise
+    inside GraphSender.send, which is given Odoo's message object and flattens only what goes
+    into the draft: the addon's own part.
     """
     src, _python = find_odoo()
     registry, api = open_registry(src, options.database)

@@ -1,5 +1,6 @@
 """Start the demo: the Microsoft 365 sandbox, then Odoo 19 with the addon wired to it."""
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,19 @@ import time
 from odoo_suite import REPO, VAR, addons_path, dropdb, ensure_addon_requirements, find_odoo
 
 FIXTURE = REPO / "sandbox" / "fixtures" / "demo.json"
+
+
+def demo_fixture(base_url):
+    """The demo tenant, its app also accepting the redirect URI of the chosen Odoo port."""
+    fixture = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    redirect_uri = f"{base_url}/microsoft_outlook/confirm"
+    for tenant in fixture["tenants"]:
+        for app in tenant["apps"]:
+            if redirect_uri not in app["redirect_uris"]:
+                app["redirect_uris"].append(redirect_uri)
+    path = VAR / "demo-fixture.json"
+    path.write_text(json.dumps(fixture, indent=1), encoding="utf-8")
+    return path
 
 
 def main():
@@ -28,6 +42,7 @@ def main():
     ca_file = VAR / "sandbox-ca.pem"
     base_url = f"http://localhost:{http_port}"
     ca_file.unlink(missing_ok=True)
+    fixture = demo_fixture(base_url)
 
     sandbox = subprocess.Popen(
         [
@@ -39,7 +54,7 @@ def main():
             "--port",
             str(sandbox_port),
             "--tenant-fixture",
-            str(FIXTURE),
+            str(fixture),
             "--ca-out",
             str(ca_file),
         ],
@@ -50,7 +65,7 @@ def main():
         while not ca_file.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
         sandbox_url = f"https://127.0.0.1:{sandbox_port}"
-        print(f"Creating database {database} with the addon (about 30 s)...")
+        print(f"Creating database {database} with the addon (about 30 s)...", flush=True)
         dropdb(database)
         common = [
             python,
@@ -61,6 +76,7 @@ def main():
             f"--database={database}",
             "--db_host=127.0.0.1",
             "--db_user=" + os.environ.get("PGUSER", "root"),
+            "--http-interface=127.0.0.1",
         ]
         subprocess.run(
             [
@@ -85,20 +101,25 @@ def main():
                 "--no-http",
             ],
             input=DEMO_SETUP.format(
-                sandbox_url=sandbox_url, ca_file=ca_file, fixture=FIXTURE, base_url=base_url
+                sandbox_url=sandbox_url, ca_file=ca_file, fixture=fixture, base_url=base_url
             ),
             text=True,
             check=True,
         )
+        # flushed: when the output goes to a file or a pipe, Odoo's log would come first
         print(
-            f"\nOdoo:       {base_url}  (login admin, password admin)\n"
-            f"Microsoft:  {sandbox_url}  (the sandbox signs you in as admin@contoso.test;"
-            " any test user of the fixture can be typed on its consent page)\n"
-            "Try: Settings > Technical > Outgoing Mail Servers > New, type "
-            "'Outlook (Microsoft Graph)', username admin@contoso.test, then Connect.\n"
-            "Stop with Ctrl+C.\n"
+            f"\nOdoo:       {base_url}  (login admin, password admin; open this address, not "
+            "127.0.0.1: Microsoft sends the browser back to it)\n"
+            f"Microsoft:  {sandbox_url}  (a throw-away certificate: let the browser proceed, or "
+            f"trust {ca_file}; no password, Accept signs in as the account typed there:"
+            " admin@contoso.test or alice@contoso.test)\n"
+            "Try: Settings > General Settings > Emails > Outgoing Email Servers > New, "
+            "Authenticate with 'Outlook (Microsoft Graph)', username admin@contoso.test, Save, "
+            "then 'Connect your Outlook account'.\n"
+            "Stop with Ctrl+C.\n",
+            flush=True,
         )
-        odoo = subprocess.Popen([*common, f"--http-port={http_port}", "--http-interface=127.0.0.1"])
+        odoo = subprocess.Popen([*common, f"--http-port={http_port}"])
         signal.signal(signal.SIGTERM, lambda *_: odoo.terminate())
         try:
             return odoo.wait()
@@ -122,6 +143,8 @@ settings = env["res.config.settings"].create({{
     "microsoft_graph_authority_url": "{sandbox_url}",
     "microsoft_graph_graph_url": "{sandbox_url}",
     "microsoft_graph_ca_file": "{ca_file}",
+    # shows the Outlook block and the mail server links in General Settings
+    "external_email_server_default": True,
 }})
 settings.execute()
 env["ir.config_parameter"].set_param("web.base.url", "{base_url}")

@@ -223,6 +223,10 @@ class MicrosoftOutlookGraphMailbox(models.Model):
                         ("mail_server_id", "=", row.mail_server_id.id),
                         ("state", "=", "outgoing"),
                         ("create_date", "<", stuck_before),
+                        # Mail paced by the sending limits is on time until its estimate.
+                        "|",
+                        ("microsoft_graph_send_after", "=", False),
+                        ("microsoft_graph_send_after", "<", fields.Datetime.now()),
                     ]
                 )
             )

@@ -98,7 +98,7 @@ class TestSendingLimits(GraphTransactionCase):
     def test_over_budget_mail_waits_with_a_time_and_leaves_by_itself(self):
         self.server.microsoft_graph_recipients_per_day = 5
         self.sandbox.configure_sending_limits(recipients_per_day=5)
-        mails = [self.make_mail() for _ in range(7)]
+        mails = [self.make_mail(mail_server_id=self.server.id) for _ in range(7)]
         started = self.now()
         self.run_queue()
         states = [mail.state for mail in mails]
@@ -120,6 +120,18 @@ class TestSendingLimits(GraphTransactionCase):
         self.assertEqual(health.waiting_count, 2)
         self.assertTrue(health.queue_empties_at)
         self.assertEqual(self.server.microsoft_graph_recipients_used, 5)
+        # Paced, not stuck: the daily health check does not report them.
+        self.env["mail.mail"].flush_model()
+        self.env.cr.execute(
+            "UPDATE mail_mail SET create_date = create_date - interval '2 hours' WHERE id IN %s",
+            [tuple(mail.id for mail in mails)],
+        )
+        problems = self.env["microsoft.outlook.graph.mailbox"]._microsoft_graph_current_problems()
+        self.assertNotIn(f"stuck:{self.server.id}", problems)
+        mails[6].microsoft_graph_send_after = False  # no estimate: that one is stuck
+        problems = self.env["microsoft.outlook.graph.mailbox"]._microsoft_graph_current_problems()
+        self.assertIn(f"stuck:{self.server.id}", problems)
+        mails[6].microsoft_graph_send_after = mails[5].microsoft_graph_send_after
         cron = self.env.ref("mail.ir_cron_mail_scheduler_action")
         triggers = self.env["ir.cron.trigger"].search([("cron_id", "=", cron.id)])
         self.assertTrue(any(t.call_at > started + datetime.timedelta(hours=23) for t in triggers))

@@ -611,6 +611,10 @@ class IrMailServer(models.Model):
                 self.env._("Mail Delivery Failed"),
                 self.env._("Microsoft Graph refused the mail: %s", exc),
             ) from None
+        # Exchange counts the message from when it accepted it, a moment after it was
+        # admitted: a window that ends from there never ends before Exchange's does.
+        accepted = self._microsoft_graph_now().replace(microsecond=0) + timedelta(seconds=1)
+        self.env["microsoft.outlook.graph.send.ledger"].sudo()._confirm_sent(message_id, accepted)
         if not self.microsoft_graph_last_sent_at or (
             self.microsoft_graph_last_sent_at < now - LAST_SENT_RESOLUTION
         ):

@@ -76,6 +76,13 @@ class MicrosoftOutlookGraphSendLedger(models.Model):
             yield self.with_env(self.env(cr=cr))
 
     @api.model
+    def _confirm_sent(self, message_id, accepted_at):
+        """Move the entries of a sent message to when Microsoft accepted it, if later."""
+        self.search([("message_id", "=", message_id), ("sent_at", "<", accepted_at)]).write(
+            {"sent_at": accepted_at}
+        )
+
+    @api.model
     def _release(self, mail_ids):
         """Forget the entries of mails that did not leave: they count for nothing."""
         if mail_ids:

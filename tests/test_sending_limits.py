@@ -188,19 +188,30 @@ class TestSendingLimits(GraphTransactionCase):
         self.assertEqual(len(self.sandbox.outbox()), 2)
 
     def test_quota_report_puts_the_mail_back_before_bounce_handling(self):
+        """The report reaches Odoo through the mailbox's Graph incoming server."""
         self.sandbox.configure_sending_limits(recipients_per_day=2, refusal="ndr")
+        incoming = connect_without_browser(
+            self,
+            self.create_incoming(object_id=self.env["ir.model"]._get("res.partner").id),
+        )
+        incoming.state = "done"
         partner = self.env["res.partner"].create({"name": "C", "email": "customer@example.com"})
         mails = [self.make_mail() for _ in range(3)]
         self.run_queue()
         self.assertEqual([mail.state for mail in mails], ["sent"] * 3)  # accepted, then...
         [report] = self.sandbox.messages(defaults.ADMIN)
-        with mute_logger(*MAIL_LOGGERS):
-            self.env["mail.thread"].message_process(False, report.raw)
+        self.assertIn(b"SubmissionQuotaExceeded", report.raw)
+        self.env.flush_all()
+        with mute_logger(*MAIL_LOGGERS), self.registry.cursor() as cr:
+            env = api.Environment(cr, self.env.uid, {})
+            self.assertIsNone(incoming.with_env(env)._fetch_mail())
+        self.env.invalidate_all()
         self.assertEqual(mails[2].state, "outgoing")
         self.assertIn("Exchange refused this mail", mails[2].failure_reason)
         self.assertFalse(self.Ledger.search([("message_id", "=", mails[2].message_id)]))
         self.assertTrue(self.server.microsoft_graph_paused_until)
         self.assertEqual(partner.message_bounce, 0)  # not blamed for the mailbox's limit
+        self.assertFalse(self.env["res.partner"].search([("name", "ilike", "Undeliverable")]))
         self.assertEqual(mails[0].state, "sent")
 
 

@@ -199,7 +199,8 @@ class MicrosoftOutlookGraphMailbox(models.Model):
                     self.env._("The Outlook client secret expires on %s", expiry),
                     self.env._(
                         "Create a new client secret for the Azure app (Certificates & secrets), "
-                        "enter it in Settings > General Settings > Outlook with its new expiry "
+                        "enter it in Settings > General Settings > Emails > Use an Outlook Server "
+                        "with its new expiry "
                         "date. Until then every Outlook (Microsoft Graph) mailbox keeps working; "
                         "after it, none does."
                     ),
@@ -241,6 +242,32 @@ class MicrosoftOutlookGraphMailbox(models.Model):
                     ),
                     row.mail_server_id,
                 )
+        failing = (
+            self.env["microsoft.outlook.graph.subscription"]
+            .sudo()
+            .search(
+                [
+                    ("subscription_id", "=", False),
+                    ("last_error", "!=", False),
+                    ("server_id.active", "=", True),
+                    ("server_id.microsoft_graph_use_notifications", "=", True),
+                ]
+            )
+        )
+        for record in failing:
+            server = record.server_id
+            problems[f"notifications:{server.id}"] = (
+                self.env._("Change notifications fail for %s", server.user),
+                self.env._(
+                    "Microsoft cannot notify Odoo of new mail for %(mailbox)s: %(error)s Odoo "
+                    "polls the mailbox meanwhile, so mail arrives later. Check that Odoo's "
+                    "public https address answers (see the incoming server's New Mail "
+                    "Detection).",
+                    mailbox=server.user,
+                    error=record.last_error,
+                ),
+                server,
+            )
         return problems
 
     @api.model

@@ -194,8 +194,9 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
         if not client_id or not client_secret:
             raise UserError(
                 self.env._(
-                    "Enter the Outlook Client ID and Client Secret of your Azure app in "
-                    "Settings > General Settings > Outlook before connecting a mailbox."
+                    "Enter the Client ID and the Graph Secret of your Azure app in Settings > "
+                    "General Settings > Emails > Use an Outlook Server before connecting a "
+                    "mailbox."
                 )
             )
         endpoints = self._microsoft_graph_endpoints()

@@ -79,3 +79,17 @@ class TestHealth(GraphTransactionCase):
         )
         self.env.invalidate_all()
         self.assertEqual(self.Mailbox._cron_microsoft_graph_health_check(), 1)
+
+    def test_daily_check_reports_failing_notifications(self):
+        self.env["microsoft.outlook.graph.subscription"].create(
+            {"server_id": self.incoming.id, "last_error": "The validation request timed out."}
+        )
+        problems = self.Mailbox._microsoft_graph_current_problems()
+        subject, body, record = problems[f"notifications:{self.incoming.id}"]
+        self.assertIn(defaults.ADMIN, subject)
+        self.assertIn("The validation request timed out.", body)
+        self.assertEqual(record, self.incoming)
+        self.incoming.microsoft_graph_use_notifications = False
+        self.assertNotIn(
+            f"notifications:{self.incoming.id}", self.Mailbox._microsoft_graph_current_problems()
+        )

@@ -11,6 +11,7 @@ Storing, sealing and locking tokens is the caller's business.
 
 import dataclasses
 import time
+import warnings
 
 import msal
 import requests
@@ -199,13 +200,18 @@ class OutlookAuth:
         caller to keep server-side, sealed, and to use once.
         """
         app, _http = self._app()
-        flow = app.initiate_auth_code_flow(
-            list(scopes),
-            redirect_uri=self.redirect_uri,
-            login_hint=login_hint or None,
-            prompt=prompt or None,
-            response_mode="query",
-        )
+        with warnings.catch_warnings():
+            # MSAL recommends form_post on every sign-in. Odoo's confirm route, which this
+            # addon extends, takes the code from the query string; the code is single use
+            # and bound to the PKCE verifier kept sealed server-side.
+            warnings.filterwarnings("ignore", message="response_mode='form_post' is recommended")
+            flow = app.initiate_auth_code_flow(
+                list(scopes),
+                redirect_uri=self.redirect_uri,
+                login_hint=login_hint or None,
+                prompt=prompt or None,
+                response_mode="query",
+            )
         return flow["auth_uri"], flow
 
     def redeem(self, flow, query_params):

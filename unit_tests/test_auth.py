@@ -2,6 +2,7 @@
 
 import logging
 import time
+import warnings
 
 import pytest
 
@@ -402,3 +403,10 @@ def test_no_secret_in_any_log_record(sandbox, make_auth, caplog):
     texts = [r.getMessage() for r in caplog.records]
     assert any("msal" in r.name for r in caplog.records)
     assert not [t for t in texts if SECRET_MARKER in t]
+
+
+def test_start_flow_warns_nothing(make_auth):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        auth_uri, flow = make_auth().start_flow(["User.Read"])
+    assert "response_mode=query" in auth_uri and flow["code_verifier"]

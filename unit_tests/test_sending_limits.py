@@ -449,11 +449,16 @@ def history(sandbox, session):
     return [(d.time, len(set(d.recipients))) for d in sandbox.outbox()]
 
 
-def test_sending_at_the_forecast_times_is_never_refused_nor_held(sandbox, graph_session):
+def drain_start(sandbox, session):
+    """The limits, some history, a queue of mails and its forecast."""
     limits = drain_setup(sandbox)
-    ledger = history(sandbox, graph_session)
+    ledger = history(sandbox, session)
     queue = [(n, count) for n, count in enumerate(RECIPIENTS * 3)]
-    plan = forecast(queue, ledger, limits, sandbox.clock.now())
+    return limits, ledger, queue, forecast(queue, ledger, limits, sandbox.clock.now())
+
+
+def test_sending_at_the_forecast_times_is_never_refused_nor_held(sandbox, graph_session):
+    limits, ledger, queue, plan = drain_start(sandbox, graph_session)
     budget = Budget(ledger, limits)
     for mail_id, count in queue:
         now = sandbox.clock.now()
@@ -475,10 +480,7 @@ def test_sending_at_the_forecast_times_is_never_refused_nor_held(sandbox, graph_
 def test_a_client_that_leaves_the_message_rate_to_exchange_drains_within_a_minute(
     sandbox, graph_session
 ):
-    limits = drain_setup(sandbox)
-    ledger = history(sandbox, graph_session)
-    queue = [(n, count) for n, count in enumerate(RECIPIENTS * 3)]
-    plan = forecast(queue, ledger, limits, sandbox.clock.now())
+    _limits, ledger, queue, plan = drain_start(sandbox, graph_session)
     # It waits for the recipient rate only and submits in bursts: Exchange holds the excess.
     budget = Budget(ledger, Limits(recipients_per_day=DAY_RATE, messages_per_minute=None))
     for mail_id, count in queue:
@@ -495,10 +497,7 @@ def test_a_client_that_leaves_the_message_rate_to_exchange_drains_within_a_minut
 
 
 def test_a_client_admitting_with_a_minute_of_hold_is_never_refused(sandbox, graph_session):
-    limits = drain_setup(sandbox)
-    ledger = history(sandbox, graph_session)
-    queue = [(n, count) for n, count in enumerate(RECIPIENTS * 3)]
-    plan = forecast(queue, ledger, limits, sandbox.clock.now())
+    limits, ledger, queue, plan = drain_start(sandbox, graph_session)
     budget = Budget(ledger, limits)
     for mail_id, count in queue:
         admission = budget.admit(count, sandbox.clock.now(), hold=limits.minute)

@@ -345,10 +345,12 @@ class IrMailServer(models.Model):
         limits = self._microsoft_graph_limits()
         now = self._microsoft_graph_now()
         account = self._microsoft_graph_budget_account()
-        plans = [
-            (mail, mail._microsoft_graph_message_recipients())
-            for mail in mails._microsoft_graph_queue_order()
-        ]
+        queue = mails._microsoft_graph_queue_order()
+        if self.microsoft_graph_paused_until and self.microsoft_graph_paused_until > now:
+            # Microsoft asked to wait: the first mail meets the pause and says so, the
+            # others stay queued as they are.
+            queue = queue[:1]
+        plans = [(mail, mail._microsoft_graph_message_recipients()) for mail in queue]
         admitted, waiting, refused, blocked = [], [], [], None
         Ledger = self.env["microsoft.outlook.graph.send.ledger"].sudo()
         with Ledger._locked(account) as ledger:

@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import warnings
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -57,7 +56,6 @@ __all__ = [
     "new_parser",
     "odoo_options",
     "open_registry",
-    "quiet_consent_warning",
     "reexec_under_odoo",
     "start_sandbox",
     "tagged",
@@ -183,11 +181,6 @@ def start_sandbox(env, latency):
     ).execute()
     env.cr.commit()
     return sb
-
-
-def quiet_consent_warning():
-    """The sandbox's consent page answers with a query string, which the flow warns about."""
-    warnings.filterwarnings("ignore", message="response_mode='form_post' is recommended")
 
 
 def connect_through_consent(env, server, sb):

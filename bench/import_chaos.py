@@ -43,7 +43,6 @@ from common import (
     find_odoo,
     new_parser,
     open_registry,
-    quiet_consent_warning,
     start_sandbox,
     tagged,
 )
@@ -163,7 +162,6 @@ def current_imported(registry, api):
 
 def run(options, src, python):
     registry, api = open_registry(src, options.database)
-    quiet_consent_warning()
     rng = random.Random(options.seed)
     sizes = plan_sizes(options.messages, options.seed)
     mime_dir = Path(options.mime_dir)

@@ -53,7 +53,6 @@ from common import (
     machine,
     new_parser,
     open_registry,
-    quiet_consent_warning,
     start_sandbox,
     tagged,
 )
@@ -615,7 +614,6 @@ def describe_requests(entries):
 
 def run(options, src, python):
     registry, api = open_registry(src, options.database)
-    quiet_consent_warning()
     sizes = plan_sizes(options.messages, options.seed)
     mime_dir = Path(options.mime_dir)
     print(f"Writing {len(sizes)} messages ({sum(sizes) / MB:.0f} MB) to {mime_dir}...", flush=True)

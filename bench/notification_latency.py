@@ -48,7 +48,6 @@ from common import (
     new_parser,
     odoo_options,
     open_registry,
-    quiet_consent_warning,
     start_sandbox,
 )
 
@@ -258,7 +257,6 @@ def main():
 
 def run(options, src, python, database):
     registry, api = open_registry(src, database)
-    quiet_consent_warning()
     port = free_port()
     log_path = VAR / f"bench-notification-odoo-{os.getpid()}.log"
     odoo = watcher = None

@@ -35,7 +35,6 @@ from common import (
     machine,
     new_parser,
     open_registry,
-    quiet_consent_warning,
     start_sandbox,
 )
 
@@ -137,7 +136,6 @@ def drain(registry, api, options):
 
 
 def run(options, src, python, database):
-    quiet_consent_warning()
     registry, api = open_registry(src, database)
     with environment(registry, api) as env:
         sb = start_sandbox(env, options.latency)

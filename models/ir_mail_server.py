@@ -3,7 +3,7 @@ import smtplib
 from datetime import timedelta
 
 from odoo import api, fields, models
-from odoo.exceptions import UserError
+from odoo.exceptions import UserError, ValidationError
 from odoo.tools import email_normalize
 
 from odoo.addons.base.models.ir_mail_server import MailDeliveryException
@@ -204,6 +204,36 @@ class IrMailServer(models.Model):
                 raise UserError(
                     self.env._(
                         "Leave the password of “%s” empty: Microsoft Graph uses OAuth.", server.name
+                    )
+                )
+
+    @api.constrains(
+        "microsoft_graph_recipients_per_day",
+        "microsoft_graph_recipients_per_message",
+        "microsoft_graph_messages_per_minute",
+    )
+    def _check_microsoft_graph_limits(self):
+        for server in self:
+            if (
+                min(
+                    server.microsoft_graph_recipients_per_day,
+                    server.microsoft_graph_recipients_per_message,
+                    server.microsoft_graph_messages_per_minute,
+                )
+                < 0
+            ):
+                raise ValidationError(
+                    self.env._(
+                        "The Exchange sending limits of “%s” cannot be negative.", server.name
+                    )
+                )
+            if server.microsoft_graph_recipients_per_message > 1_000:
+                raise ValidationError(
+                    self.env._(
+                        "Exchange Online accepts at most 1,000 recipients per message, even when "
+                        "the tenant's admin raised the limit: lower “Recipients per Message” of "
+                        "“%s”.",
+                        server.name,
                     )
                 )
 

@@ -2,6 +2,7 @@ import datetime
 import threading
 
 from odoo import SUPERUSER_ID, api
+from odoo.exceptions import ValidationError
 from odoo.orm.environments import Transaction
 from odoo.tests import TransactionCase, tagged
 from odoo.tools import mute_logger
@@ -94,6 +95,21 @@ class TestSendingLimits(GraphTransactionCase):
         mail.mark_outgoing()
         self.run_queue()
         self.assertEqual(mail.state, "sent", mail.failure_reason)
+
+    def test_limits_out_of_range_are_refused_with_a_reason(self):
+        for values, words in (
+            ({"microsoft_graph_recipients_per_message": 1_001}, "at most 1,000"),
+            ({"microsoft_graph_messages_per_minute": -1}, "cannot be negative"),
+        ):
+            try:
+                with self.env.cr.savepoint():
+                    self.server.write(values)
+            except ValidationError as error:
+                self.assertIn(words, str(error))
+            else:
+                self.fail(f"{values} was accepted")
+        self.assertEqual(self.server.microsoft_graph_recipients_per_message, 500)
+        self.assertEqual(self.server.microsoft_graph_messages_per_minute, 30)
 
     def test_over_budget_mail_waits_with_a_time_and_leaves_by_itself(self):
         self.server.microsoft_graph_recipients_per_day = 5

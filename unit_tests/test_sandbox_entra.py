@@ -54,6 +54,13 @@ def token_post(sandbox, session, **form):
     return session.post(f"{sandbox.base_url}/{TENANT_DOMAIN}/oauth2/v2.0/token", data=data)
 
 
+def refresh_post(sandbox, session, refresh_token, **form):
+    """A refresh_token grant posted as a confidential client would."""
+    return token_post(
+        sandbox, session, grant_type="refresh_token", refresh_token=refresh_token, **form
+    )
+
+
 def start_flow(sandbox, app, scopes=("Mail.Read", "User.Read"), login=ADMIN, **options):
     flow = app.initiate_auth_code_flow(
         list(scopes), redirect_uri=options.pop("redirect_uri", REDIRECT_URI), **options
@@ -350,27 +357,13 @@ def test_unregistered_redirect_uri_at_token_endpoint_50011(sandbox, make_msal_ap
 
 
 def test_client_secret_errors(sandbox, graph_session):
-    answer = token_post(
-        sandbox,
-        graph_session,
-        grant_type="refresh_token",
-        refresh_token="1.Axxxxxxxxxx",
-        client_secret="wrong",
-    )
+    answer = refresh_post(sandbox, graph_session, "1.Axxxxxxxxxx", client_secret="wrong")
     assert answer.status_code == 401
     assert_entra_error(answer.json(), 7000215, "invalid_client")
-    answer = token_post(
-        sandbox,
-        graph_session,
-        grant_type="refresh_token",
-        refresh_token="1.Axxxxxxxxxx",
-        client_secret="",
-    )
+    answer = refresh_post(sandbox, graph_session, "1.Axxxxxxxxxx", client_secret="")
     assert answer.status_code == 401 and answer.json()["error_codes"] == [7000218]
     sandbox.directory.apps[CLIENT_ID].secret_expires_at = sandbox.clock.now() - 1
-    answer = token_post(
-        sandbox, graph_session, grant_type="refresh_token", refresh_token="1.Axxxxxxxxxx"
-    )
+    answer = refresh_post(sandbox, graph_session, "1.Axxxxxxxxxx")
     assert answer.status_code == 401
     assert_entra_error(answer.json(), 7000222, "invalid_client")
 
@@ -411,12 +404,8 @@ def test_refresh_rotates_and_keeps_old_token_valid(sandbox, connect, make_msal_a
 def test_refresh_expired_by_inactivity_700082(sandbox, graph_session, connect, make_msal_app):
     _app, result = connect()
     sandbox.expire_refresh_tokens(ADMIN)
-    answer = token_post(
-        sandbox,
-        graph_session,
-        grant_type="refresh_token",
-        refresh_token=result["refresh_token"],
-        scope="Mail.Read offline_access",
+    answer = refresh_post(
+        sandbox, graph_session, result["refresh_token"], scope="Mail.Read offline_access"
     )
     assert answer.status_code == 400
     assert_entra_error(answer.json(), 700082, "invalid_grant", suberror="bad_token")
@@ -429,13 +418,7 @@ def test_refresh_expired_by_inactivity_700082(sandbox, graph_session, connect, m
 def test_revoked_grant_50173(sandbox, graph_session, connect):
     _app, result = connect()
     sandbox.revoke(ADMIN)
-    answer = token_post(
-        sandbox,
-        graph_session,
-        grant_type="refresh_token",
-        refresh_token=result["refresh_token"],
-        scope="Mail.Read",
-    )
+    answer = refresh_post(sandbox, graph_session, result["refresh_token"], scope="Mail.Read")
     assert answer.status_code == 400
     assert_entra_error(answer.json(), 50173, "invalid_grant")
     assert "TokensValidFrom" in answer.json()["error_description"]
@@ -444,16 +427,9 @@ def test_revoked_grant_50173(sandbox, graph_session, connect):
 
 
 def test_unknown_refresh_tokens(sandbox, graph_session):
-    well_formed = token_post(
-        sandbox,
-        graph_session,
-        grant_type="refresh_token",
-        refresh_token="1.AR8A-SBXSECRET-unknownunknown",
-    )
+    well_formed = refresh_post(sandbox, graph_session, "1.AR8A-SBXSECRET-unknownunknown")
     assert_entra_error(well_formed.json(), 70000, "invalid_grant")
-    garbage = token_post(
-        sandbox, graph_session, grant_type="refresh_token", refresh_token="not a token"
-    )
+    garbage = refresh_post(sandbox, graph_session, "not a token")
     assert_entra_error(garbage.json(), 9002313, "invalid_grant")
 
 
@@ -467,23 +443,11 @@ def test_refresh_beyond_consent_65001(sandbox, connect, make_msal_app):
 def test_mfa_required_on_refresh_50076(sandbox, graph_session, connect):
     _app, result = connect()
     sandbox.require_mfa(ADMIN)
-    answer = token_post(
-        sandbox,
-        graph_session,
-        grant_type="refresh_token",
-        refresh_token=result["refresh_token"],
-        scope="Mail.Read",
-    )
+    answer = refresh_post(sandbox, graph_session, result["refresh_token"], scope="Mail.Read")
     assert_entra_error(answer.json(), 50076, "invalid_grant", suberror="basic_action")
     sandbox.require_mfa(ADMIN, code=None)
     assert (
-        token_post(
-            sandbox,
-            graph_session,
-            grant_type="refresh_token",
-            refresh_token=result["refresh_token"],
-            scope="Mail.Read",
-        ).status_code
+        refresh_post(sandbox, graph_session, result["refresh_token"], scope="Mail.Read").status_code
         == 200
     )
 

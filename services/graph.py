@@ -157,10 +157,14 @@ class GraphClient:
                 continue
 
             status = response.status_code
-            if status in expected:
+            # urllib3 1.26 (Odoo 19's pin) hands over a body that stopped before its
+            # Content-Length without a word (2.x raises): such a cut is tried again.
+            cut = status in expected and not stream and method != "HEAD"
+            cut = cut and body_cut_short(response)
+            if status in expected and not cut:
                 self._log_success(method, url, response, client_request_id)
                 return response
-            error = self._error_for(response)
+            error = self._error_for(response, cut)
             if status == 401 and token and not refreshed:
                 self._log_failure(method, url, error, client_request_id, attempt, 0.0)
                 response.close()
@@ -169,7 +173,7 @@ class GraphClient:
                 token = self.token_provider(force_refresh=True)
                 continue
             wait = None
-            if status in RETRY_STATUSES and isinstance(error, GraphTransientError):
+            if (cut or status in RETRY_STATUSES) and isinstance(error, GraphTransientError):
                 wait = self._wait_before_retry(error, attempt)
             self._log_failure(method, url, error, client_request_id, attempt, wait)
             response.close()
@@ -177,8 +181,15 @@ class GraphClient:
                 raise error
             self.sleep(wait)
 
-    def _error_for(self, response):
+    def _error_for(self, response, cut=False):
         status = response.status_code
+        if cut:
+            return GraphTransientError(
+                "Microsoft Graph sent an incomplete answer; the request will be tried again.",
+                status=status,
+                code="IncompleteRead",
+                request_id=response.headers.get("request-id"),
+            )
         if status < 400:
             return GraphPermanentError(
                 "Microsoft Graph gave an unexpected answer.",
@@ -281,6 +292,23 @@ class GraphClient:
             f"/users/{quote_segment(id_or_address)}",
             params={"$select": ",".join(select)} if select else None,
         )
+
+
+def body_cut_short(response):
+    """True when fewer bytes came over the wire than the answer's Content-Length said.
+
+    ``raw.tell()`` counts the bytes read from the connection (before any decompression),
+    which is what Content-Length counts. Answers without a length (chunked) or without a
+    urllib3 body are never judged here: urllib3 raises on a cut chunked body.
+    """
+    length = response.headers.get("Content-Length")
+    tell = getattr(response.raw, "tell", None)
+    if not length or not length.isdigit() or tell is None:
+        return False
+    try:
+        return tell() < int(length)
+    except (TypeError, ValueError):
+        return False
 
 
 def quote_segment(value):

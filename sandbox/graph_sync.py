@@ -34,6 +34,36 @@ IMMUTABLE_ID = 'IdType="ImmutableId"'
 _FILTER = re.compile(r"\s*receivedDateTime\s+(ge|gt)\s+(\S+)\s*", re.IGNORECASE)
 _MAX_PAGE = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)", re.IGNORECASE)
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+# $expand=singleValueExtendedProperties($filter=id eq '{type} {proptag}'): the documented
+# way to read a MAPI property Graph does not expose (api-reference
+# singlevaluelegacyextendedproperty-get.md; resources/extended-properties-overview.md).
+_EXPAND = re.compile(
+    r"\s*singleValueExtendedProperties\(\s*\$filter\s*=\s*id\s+eq\s+'([^']*)'\s*\)\s*",
+    re.IGNORECASE,
+)
+# A proptag names the property id (0x0E08) or the whole tag with its type (0x0E080003).
+_PROPTAG_ID = re.compile(r"\s*([A-Za-z]+)\s+0x([0-9A-Fa-f]{1,8})\s*")
+# PidTagMessageSize (PtypInteger32) and PidTagMessageSizeExtended (PtypInteger64) share the
+# property id 0x0E08 ([MS-OXPROPS] 2.797, 2.798): Graph types Integer and Long.
+MESSAGE_SIZE_TAG = 0x0E08
+_SIZE_TYPES = {"integer": "Integer", "long": "Long"}
+_PROPERTY_TYPES = (
+    "binary",
+    "boolean",
+    "clsid",
+    "currency",
+    "double",
+    "float",
+    "integer",
+    "long",
+    "object",
+    "short",
+    "string",
+    "systime",
+    "apptime",
+    "error",
+    "null",
+)
 
 
 @dataclass(eq=False)
@@ -136,15 +166,69 @@ _STORED = {
 }
 
 
-def _render(request, message, select=None):
+def _render(request, message, select=None, extended=None):
     if select and _STORED.keys() >= set(select):
         wanted = {*select, "id"}
         result = {"@odata.etag": f'W/"{message.change_key}"'}
         result.update(
             (name, _STORED[name](message)) for name in MESSAGE_PROPERTIES if name in wanted
         )
-        return result
-    return message.graph(select, PREFER_TEXT in _preferences(request))
+    else:
+        result = message.graph(select, PREFER_TEXT in _preferences(request))
+    values = [_extended_value(message, wanted) for wanted in extended or ()]
+    values = [value for value in values if value is not None]
+    # Graph leaves the collection out when the message has none of the asked properties.
+    if values:
+        result["singleValueExtendedProperties"] = values
+    return result
+
+
+def _extended_value(message, wanted):
+    """{"id", "value"} of one expanded extended property, or None when the message has
+    none: the sandbox stores one, the message size. Values are strings, as Graph sends
+    them; the id comes back as ``{Type} 0x{tag}`` in lower-case hex (unconfirmed)."""
+    type_name, tag = wanted
+    if tag != MESSAGE_SIZE_TAG or type_name not in _SIZE_TYPES.values():
+        return None
+    return {"id": f"{type_name} 0x{tag:x}", "value": str(message.size)}
+
+
+def _expand_option(request):
+    """The extended properties a $expand asks for: [(Type, tag)], or 400 like Graph."""
+    raw = request.query.get("$expand")
+    if raw is None:
+        return []
+    wanted = []
+    for part in _split_expand(raw):
+        found = _EXPAND.fullmatch(part)
+        if not found:
+            raise GraphError(
+                400,
+                "BadRequest",
+                "The sandbox expands singleValueExtendedProperties($filter=id eq '...') only.",
+            )
+        tag = _PROPTAG_ID.fullmatch(found.group(1))
+        if not tag or tag.group(1).lower() not in _PROPERTY_TYPES:
+            raise GraphError(
+                400, "ErrorInvalidProperty", f"The property id '{found.group(1)}' is invalid."
+            )
+        kind = tag.group(1).lower()
+        number = int(tag.group(2), 16)
+        number = number >> 16 if number > 0xFFFF else number
+        wanted.append((_SIZE_TYPES.get(kind, kind.capitalize()), number))
+    return wanted
+
+
+def _split_expand(raw):
+    """The comma-separated items of $expand, commas inside parentheses kept."""
+    parts, depth, start = [], 0, 0
+    for index, char in enumerate(raw):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(raw[start:index])
+            start = index + 1
+    parts.append(raw[start:])
+    return [part for part in parts if part.strip()]
 
 
 def _link(request, items):
@@ -166,6 +250,7 @@ def _delta_options(request):
         "filter": None,
         "top": None,
         "newest_first": False,
+        "expand": _expand_option(request),
     }
     change_type = query.get("changeType")
     if change_type is not None:
@@ -300,7 +385,9 @@ def delta_page(sb, request):
         # Gone since the round began: the next round reports it as removed.
         if message is not None:
             entry = {"@odata.type": "#microsoft.graph.message"}
-            entry.update(_render(request, message, round_.options["select"]))
+            entry.update(
+                _render(request, message, round_.options["select"], round_.options.get("expand"))
+            )
             value.append(entry)
     body = {"@odata.context": metadata(request, mailbox, "/messages(delta)"), "value": value}
     end = offset + size

@@ -119,6 +119,12 @@ class Message:
         return self._parsed
 
     @property
+    def size(self):
+        """What Exchange reports as PidTagMessageSize (``Integer 0x0E08``): the sandbox
+        stores MIME only, so it is the MIME's length (Exchange counts its own storage)."""
+        return len(self.raw)
+
+    @property
     def subject(self):
         return str(self.parsed.get("Subject", "") or "")
 

@@ -182,6 +182,45 @@ def test_shared_mailbox_delta_needs_full_access(sandbox, graph):
 # PATCH, move, DELETE, $value -----------------------------------------------------------
 
 
+SIZE = "singleValueExtendedProperties($filter=id eq 'Integer 0x0E08')"
+
+
+def test_delta_expands_the_message_size_property(sandbox, graph):
+    small = sandbox.deliver(ADMIN, mime(1))
+    large = sandbox.deliver(ADMIN, mime(2) + b"x" * 300_000)
+    params = {"$select": "id,receivedDateTime", "$expand": SIZE}
+    pages, delta_link = walk(graph, INBOX_DELTA, params=params)
+    sizes = {entry["id"]: entry["singleValueExtendedProperties"] for entry in pages[0]["value"]}
+    assert sizes == {
+        small: [{"id": "Integer 0xe08", "value": str(len(mime(1)))}],
+        large: [{"id": "Integer 0xe08", "value": str(len(mime(2)) + 300_000)}],
+    }
+    # The option lives in the tokens: the next round carries it without asking again.
+    newer = sandbox.deliver(ADMIN, mime(3))
+    [page], _ = walk(graph, delta_link)
+    assert page["value"][0]["id"] == newer
+    assert page["value"][0]["singleValueExtendedProperties"][0]["value"] == str(len(mime(3)))
+
+
+def test_delta_size_property_forms_and_refusals(sandbox, graph):
+    sandbox.deliver(ADMIN, mime(1))
+    expand = "singleValueExtendedProperties($filter=id eq 'Long 0x0E08')"
+    [page], _ = walk(graph, INBOX_DELTA, params={"$select": "id", "$expand": expand})
+    assert page["value"][0]["singleValueExtendedProperties"] == [
+        {"id": "Long 0xe08", "value": str(len(mime(1)))}
+    ]
+    # A property the message does not have: the collection is left out.
+    other = "singleValueExtendedProperties($filter=id eq 'String 0x0037001F')"
+    [page], _ = walk(graph, INBOX_DELTA, params={"$select": "id", "$expand": other})
+    assert "singleValueExtendedProperties" not in page["value"][0]
+    # Without $expand, nothing extra.
+    [page], _ = walk(graph, INBOX_DELTA, params={"$select": "id"})
+    assert "singleValueExtendedProperties" not in page["value"][0]
+    for bad in ("attachments", "singleValueExtendedProperties($filter=id eq 'Nonsense')"):
+        answer = graph("GET", INBOX_DELTA, params={"$expand": bad})
+        assert answer.status_code == 400, bad
+
+
 def test_value_is_text_plain(sandbox, graph):
     [message] = deliver(sandbox, 1)
     answer = graph("GET", f"/me/messages/{message}/$value")

@@ -20,6 +20,7 @@
         "data/microsoft_outlook_graph_health_cron.xml",
         "views/microsoft_outlook_graph_subscription_views.xml",
         "data/microsoft_outlook_graph_subscription_cron.xml",
+        "data/microsoft_outlook_graph_poll_cron.xml",
     ],
     "assets": {
         "web.assets_tests": [

@@ -24,6 +24,7 @@ from ..services.subscriptions import (
     needs_renewal,
     new_client_state,
     resource_for,
+    subscribable,
 )
 from ..services.vault import PURPOSE_CLIENT_STATE, VaultError
 
@@ -32,6 +33,10 @@ _logger = logging.getLogger(__name__)
 GRAPH = "microsoft_graph"
 GATEWAY_CRON = "mail.ir_cron_mail_gateway_action"
 SUBSCRIPTION_CRON = "microsoft_outlook_graph.ir_cron_microsoft_graph_subscriptions"
+# Fetches the Graph servers Microsoft does not notify (shared mailboxes, no public URL),
+# every minute, apart from Odoo's 5-minute fetchmail cron.
+POLL_CRON = "microsoft_outlook_graph.ir_cron_microsoft_graph_poll"
+INTERVAL_SECONDS = {"minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800, "months": 2592000}
 NOTIFICATION_PATH = "/microsoft_outlook_graph/notifications"
 LIFECYCLE_PATH = "/microsoft_outlook_graph/lifecycle"
 URL_PARAM = "microsoft_outlook_graph.notification_url"
@@ -479,9 +484,58 @@ class FetchmailServer(models.Model):
     microsoft_graph_last_notification_at = fields.Datetime(
         "Last Notification", compute="_compute_microsoft_graph_notification"
     )
+    microsoft_graph_shared_polled = fields.Boolean(
+        "Polled (Shared Mailbox)",
+        compute="_compute_microsoft_graph_poll",
+        help="Microsoft sends change notifications for shared mailboxes only to apps with "
+        "application permissions; this addon uses delegated ones, so the mailbox is polled.",
+    )
+    microsoft_graph_poll_seconds = fields.Integer(
+        "Checked Every (Seconds)", compute="_compute_microsoft_graph_poll"
+    )
+
+    @api.depends("server_type", "microsoft_graph_mailbox_kind")
+    def _compute_microsoft_graph_poll(self):
+        seconds = self._microsoft_graph_poll_interval()
+        for server in self:
+            server.microsoft_graph_shared_polled = server.server_type == GRAPH and not subscribable(
+                shared=server.microsoft_graph_mailbox_kind == "shared"
+            )
+            server.microsoft_graph_poll_seconds = seconds
+
+    @api.model
+    def _microsoft_graph_poll_interval(self):
+        """Seconds between two looks at a mailbox Microsoft does not notify: the poll cron's
+        interval, or the fetchmail cron's when the poll cron is off."""
+        for xmlid in (POLL_CRON, GATEWAY_CRON):
+            cron = self.env.ref(xmlid, raise_if_not_found=False)
+            cron = cron.sudo() if cron else cron
+            if cron and cron.active:
+                return cron.interval_number * INTERVAL_SECONDS.get(cron.interval_type, 60)
+        return 0
+
+    @api.model
+    def _cron_microsoft_graph_poll(self):
+        """Fetch the Graph servers that have no live subscription, on a short schedule.
+
+        Microsoft notifies only the servers with a subscription; shared mailboxes never have
+        one with delegated permissions, nor does any server when Odoo is not reachable over
+        public HTTPS. An idle delta round costs one Graph request per server.
+        """
+        servers = self.sudo().search([("server_type", "=", GRAPH), ("state", "=", "done")])
+        notified = (
+            self.env["microsoft.outlook.graph.subscription"]
+            .sudo()
+            .search([("server_id", "in", servers.ids), ("subscription_id", "!=", False)])
+            .server_id
+        )
+        polled = servers - notified
+        if polled:
+            polled._microsoft_graph_fetch_servers()
 
     @api.depends(
         "microsoft_graph_use_notifications",
+        "microsoft_graph_mailbox_kind",
         "active",
         "state",
         "microsoft_graph_subscription_ids.subscription_id",
@@ -498,6 +552,12 @@ class FetchmailServer(models.Model):
             server.microsoft_graph_notification_info = info
 
     def _microsoft_graph_notification_summary(self, endpoint, record):
+        if not subscribable(shared=self.microsoft_graph_mailbox_kind == "shared"):
+            return "polling", self.env._(
+                "Microsoft sends change notifications for shared mailboxes only to apps with "
+                "application permissions: this mailbox is checked every %(seconds)s seconds.",
+                seconds=self._microsoft_graph_poll_interval(),
+            )
         if not self.microsoft_graph_use_notifications:
             return "polling", self.env._(
                 "Change notifications are off: the scheduled action polls the mailbox."
@@ -534,6 +594,7 @@ class FetchmailServer(models.Model):
             and self.active
             and self.state == "done"
             and self.microsoft_graph_use_notifications
+            and subscribable(shared=self.microsoft_graph_mailbox_kind == "shared")
             and self.sudo().microsoft_graph_tokens_sealed
             and not self.microsoft_graph_needs_reconnect
         )

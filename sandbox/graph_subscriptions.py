@@ -62,10 +62,15 @@ DEFAULTS = {
     "ca_file": None,
 }
 
-# Delegated scopes that let a subscription read messages: own mailbox, another one.
+# Delegated scopes that let a subscription read messages of one's own mailbox. There is no
+# delegated way to subscribe to another mailbox (shared or delegated): "Mail.Read.Shared or
+# Mail.ReadWrite.Shared ... don't support subscribing to change notifications on items in shared
+# or delegated folders"; only the application permission Mail.Read can, and the sandbox issues
+# delegated tokens only ("Get Outlook messages in a shared or delegated folder",
+# https://learn.microsoft.com/graph/outlook-share-messages-folders).
 READ_OWN = {"Mail.ReadBasic", "Mail.Read", "Mail.ReadWrite", "Mail.Read.Shared"}
 READ_OWN |= {"Mail.ReadWrite.Shared"}
-READ_OTHER = {"Mail.Read.Shared", "Mail.ReadWrite.Shared"}
+CHANGE_TYPES = ("created", "updated", "deleted")
 
 _STATUS_NAMES = {400: "BadRequest", 403: "Forbidden", 404: "NotFound"}
 _RESOURCE = re.compile(
@@ -91,8 +96,8 @@ class Subscription:
     # The creator's token generation: a revocation (sb.revoke) removes the subscription.
     generation: int = 0
     created_at: float = 0.0
-    # Message ids of the folder already notified (or there before the subscription).
-    known: set = field(default_factory=set, repr=False)
+    # Message id -> changeKey of the folder as last notified (or before the subscription).
+    known: dict = field(default_factory=dict, repr=False)
     # After a reauthorizationRequired event changes are dropped until PATCH or /reauthorize.
     reauthorization_required: bool = False
 
@@ -315,21 +320,20 @@ def _entity(request, sub):
     return body
 
 
-def _change(sub, message):
-    path = f"Users/{sub.mailbox.id}/Messages/{message.id}"
+def _change(sub, message_id, change_type="created", change_key=None):
+    path = f"Users/{sub.mailbox.id}/Messages/{message_id}"
+    data = {"@odata.type": "#Microsoft.Graph.Message", "@odata.id": path}
+    if change_key is not None:
+        data["@odata.etag"] = f'W/"{change_key}"'
+    data["id"] = message_id
     return {
         "subscriptionId": sub.id,
         "subscriptionExpirationDateTime": graph_datetime(sub.expires_at),
         "clientState": sub.client_state,
-        "changeType": "created",
+        "changeType": change_type,
         "resource": path,
         "tenantId": sub.mailbox.tenant.id,
-        "resourceData": {
-            "@odata.type": "#Microsoft.Graph.Message",
-            "@odata.id": path,
-            "@odata.etag": f'W/"{message.change_key}"',
-            "id": message.id,
-        },
+        "resourceData": data,
     }
 
 
@@ -418,10 +422,10 @@ def _expiration(body, now, settings, operation):
 
 
 def _check_access(token, mailbox, operation):
-    if mailbox.id == token.user.id:
-        allowed = bool(token.scopes & READ_OWN)
-    else:
-        allowed = bool(token.scopes & READ_OTHER) and "FullAccess" in mailbox.rights_of(token.user)
+    # Another mailbox (shared or delegated, Full Access or not) is refused to a delegated
+    # token. Microsoft documents the rule, not the answer: the sandbox answers as for any
+    # access refusal of the subscription service (sandbox/README.md).
+    allowed = mailbox.id == token.user.id and bool(token.scopes & READ_OWN)
     if not allowed:
         raise _extension_error(403, operation, "Access is denied. Check credentials and try again.")
 
@@ -577,11 +581,11 @@ def create_subscription(sb, request):
     change_type = body.get("changeType")
     if not isinstance(change_type, str) or not change_type:
         raise GraphError(400, "BadRequest", "changeType is a required property for subscription.")
+    # Any combination of created, updated and deleted ("Change notifications for Outlook
+    # resources in Microsoft Graph", https://learn.microsoft.com/graph/outlook-change-notifications-overview).
     types = [t.strip().lower() for t in change_type.split(",")]
-    if any(t not in ("created", "updated", "deleted") for t in types):
+    if any(t not in CHANGE_TYPES for t in types) or len(set(types)) != len(types):
         raise GraphError(400, "BadRequest", f"Invalid changeType '{change_type}'.")
-    if types != ["created"]:
-        raise GraphError(400, "BadRequest", "The sandbox notifies changeType 'created' only.")
     client_state = body.get("clientState")
     if client_state is not None and not isinstance(client_state, str):
         raise GraphError(400, "BadRequest", "clientState must be a string.")
@@ -622,7 +626,7 @@ def create_subscription(sb, request):
     sub = Subscription(
         id=sb.directory.new_guid(),
         resource=resource,
-        change_type="created",
+        change_type=",".join(types),
         notification_url=notification_url,
         lifecycle_url=lifecycle_url,
         client_state=client_state,
@@ -633,7 +637,7 @@ def create_subscription(sb, request):
         folder=folder,
         generation=request.token.user.generation,
         created_at=sb.clock.now(),
-        known=set(folder.messages),
+        known={m.id: m.change_key for m in folder.messages.values()},
     )
     state.subscriptions[sub.id] = sub
     _ensure_worker(sb)
@@ -711,15 +715,31 @@ def _purge(sb, state):
 
 
 def _scan(state):
-    """Queue a created notification for each message new in a subscribed folder."""
+    """Queue a notification for each change of a subscribed folder the subscription asked
+    for: a message new in the folder (created), one with a new changeKey (updated), one gone
+    from it, deleted or moved out (deleted)."""
     for sub in state.subscriptions.values():
-        current = set(sub.folder.messages)
-        new = current - sub.known
-        sub.known = current
-        if not new or sub.reauthorization_required:
+        folder = sub.folder.messages
+        current = {m.id: m.change_key for m in folder.values()}
+        known, sub.known = sub.known, current
+        if sub.reauthorization_required:
             continue
-        messages = sorted((sub.folder.messages[i] for i in new), key=lambda m: (m.received, m.seq))
-        _queue(state, "change", sub.notification_url, [_change(sub, m) for m in messages])
+        wanted = set(sub.change_type.split(","))
+        by_time = sorted(folder.values(), key=lambda m: (m.received, m.seq))
+        items = []
+        for message in by_time:
+            if message.id not in known:
+                kind = "created"
+            elif known[message.id] != message.change_key:
+                kind = "updated"
+            else:
+                continue
+            if kind in wanted:
+                items.append(_change(sub, message.id, kind, message.change_key))
+        if "deleted" in wanted:
+            items += [_change(sub, gone, "deleted") for gone in known if gone not in current]
+        if items:
+            _queue(state, "change", sub.notification_url, items)
 
 
 def _ensure_worker(sb):

@@ -126,6 +126,19 @@ def resource_for(mailbox_address=None, folder="inbox"):
     return f"{owner}/mailFolders('{folder}')/messages"
 
 
+def subscribable(shared, application_permissions=False):
+    """Whether Graph takes a change notification subscription on the mailbox.
+
+    Delegated permissions subscribe only to the signed-in user's own mailbox: the .Shared
+    permissions "don't support subscribing to change notifications on items in shared or
+    delegated folders"; the application permission Mail.Read is needed for those ("Get
+    Outlook messages in a shared or delegated folder",
+    https://learn.microsoft.com/graph/outlook-share-messages-folders). This addon uses
+    delegated permissions only, so a shared mailbox is polled instead.
+    """
+    return not shared or application_permissions
+
+
 def _limit_from(error):
     """The lifetime in minutes Graph says it allows, from a 400 refusal, or None."""
     if error.status != 400:

@@ -23,6 +23,7 @@ from odoo.addons.microsoft_outlook_graph.models.microsoft_outlook_graph_subscrip
     GATEWAY_CRON,
     LIFECYCLE_PATH,
     NOTIFICATION_PATH,
+    POLL_CRON,
     SUBSCRIPTION_CRON,
     URL_PARAM,
     notification_endpoint,
@@ -208,6 +209,73 @@ class TestNotifications(GraphHttpCase):
         self.assertIn("off", self.server.microsoft_graph_notification_info)
         self.server.microsoft_graph_use_notifications = True
         self.assertEqual(len(self.triggers(self.subscription_cron)), 1)
+
+    # shared mailboxes: polled, never subscribed ---------------------------------------------
+
+    def connect_shared(self):
+        partner_model = self.env["ir.model"]._get("res.partner")
+        shared = self.create_incoming(defaults.SALES, kind="shared", object_id=partner_model.id)
+        connect_without_browser(self, shared)
+        shared.state = "done"
+        return shared
+
+    def test_a_shared_mailbox_is_polled_never_subscribed(self):
+        """Microsoft Graph refuses a delegated subscription on a shared mailbox ("Get Outlook
+        messages in a shared or delegated folder"): the addon never asks, and says why."""
+        shared = self.connect_shared()
+        self.assertFalse(
+            shared._microsoft_graph_wants_notifications(notification_endpoint(self.env))
+        )
+        self.sandbox.clear_log()
+        self.run_subscription_cron()
+        posts = [e for e in self.sandbox.requests if e.path == "/v1.0/subscriptions"]
+        self.assertEqual(len(posts), 1, "only the personal server subscribes")
+        resources = [s.resource for s in self.sandbox.subscriptions()]
+        self.assertEqual(resources, ["/me/mailFolders('inbox')/messages"])
+        self.assertFalse(shared.microsoft_graph_subscription_ids)
+        self.assertEqual(shared.microsoft_graph_notification_state, "polling")
+        self.assertTrue(shared.microsoft_graph_shared_polled)
+        self.assertFalse(self.server.microsoft_graph_shared_polled)
+        seconds = shared.microsoft_graph_poll_seconds
+        self.assertEqual(seconds, 60)
+        self.assertEqual(
+            shared.microsoft_graph_notification_info,
+            "Microsoft sends change notifications for shared mailboxes only to apps with "
+            f"application permissions: this mailbox is checked every {seconds} seconds.",
+        )
+        # Turning a personal server into a shared one drops its subscription at once.
+        self.subscribe()
+        self.server.microsoft_graph_mailbox_kind = "shared"
+        self.server.user = defaults.SALES
+        self.assertFalse(self.server.microsoft_graph_subscription_ids)
+        self.assertFalse(self.sandbox.subscriptions())
+
+    def test_the_poll_cron_fetches_the_servers_without_a_subscription(self):
+        self.connect_shared()
+        self.subscribe()
+        poll = self.env.ref(POLL_CRON)
+        self.assertTrue(poll.active)
+        self.assertEqual((poll.interval_number, poll.interval_type), (1, "minutes"))
+        raw, message_id = mime("To the sales team", to=defaults.SALES)
+        self.sandbox.deliver(defaults.SALES, raw)
+        personal_raw, personal_id = mime("Personal")
+        self.sandbox.deliver(defaults.ADMIN, personal_raw)
+        self.sandbox.clear_log()
+        self.env["fetchmail.server"]._cron_microsoft_graph_poll()
+        self.assertTrue(self.env["mail.message"].search([("message_id", "=", message_id)]))
+        paths = {entry.path for entry in self.sandbox.requests}
+        shared_only = all(f"/users/{defaults.SALES}/" in p or "$batch" in p for p in paths)
+        self.assertTrue(shared_only, paths)
+        # An idle round is one request: the delta link, answered with no change.
+        self.sandbox.clear_log()
+        self.env["fetchmail.server"]._cron_microsoft_graph_poll()
+        self.assertEqual(len(self.sandbox.requests), 1, self.sandbox.requests)
+        self.assertIn("/messages/delta", self.sandbox.requests[0].path)
+        self.assertFalse(self.env["mail.message"].search([("message_id", "=", personal_id)]))
+        # Without its subscription the personal server is polled too.
+        self.server.microsoft_graph_use_notifications = False
+        self.env["fetchmail.server"]._cron_microsoft_graph_poll()
+        self.assertTrue(self.env["mail.message"].search([("message_id", "=", personal_id)]))
 
     # notifications -----------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from services.subscriptions import (
     parse_graph_datetime,
     parse_notifications,
     resource_for,
+    subscribable,
     validation_response,
 )
 
@@ -181,15 +182,24 @@ def test_an_expired_subscription_is_gone(sandbox, make_client, receiver):
     assert hook.posts == []
 
 
-def test_shared_mailbox_needs_full_access(sandbox, make_client, receiver):
+def test_a_shared_mailbox_cannot_be_subscribed_with_delegated_permissions(
+    sandbox, make_client, receiver
+):
+    """ "Get Outlook messages in a shared or delegated folder"
+    (https://learn.microsoft.com/graph/outlook-share-messages-folders): the .Shared delegated
+    permissions "don't support subscribing to change notifications on items in shared or
+    delegated folders"; only the application permission Mail.Read can."""
     url = receiver().url()
     shared = make_client(scopes=("Mail.Read", "Mail.Read.Shared"), mailbox=SALES)
     assert shared.resource() == f"/users/{SALES}/mailFolders('inbox')/messages"
-    assert shared.create(shared.resource(), url, None, "s").id
-    sandbox.mailbox(SALES).grants.clear()
+    assert "FullAccess" in sandbox.mailbox(SALES).rights_of(sandbox.user(ADMIN))
     with pytest.raises(GraphPermanentError) as caught:
         shared.create(shared.resource(), url, None, "s")
     assert caught.value.status == 403
+    # Which is why the addon never asks: the rule, as the addon applies it.
+    assert not subscribable(shared=True)
+    assert subscribable(shared=False)
+    assert subscribable(shared=True, application_permissions=True)
 
 
 # end to end: the helpers read what the sandbox sends ----------------------------------

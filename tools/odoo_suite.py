@@ -246,7 +246,7 @@ def main():
                 "--test-enable",
                 f"--test-tags={options.tags}",
             ),
-            VAR / "odoo-suite.log",
+            VAR / f"odoo-suite-{stamp}.log",
         )
         passed &= report("Odoo suite", code, text)
     finally:
@@ -258,7 +258,7 @@ def main():
         try:
             code, text = run_odoo(
                 odoo_command(src, python, database, f"--init={ADDON},{','.join(COMPAT_MODULES)}"),
-                VAR / "odoo-compat-install.log",
+                VAR / f"odoo-compat-install-{stamp}.log",
             )
             if code:
                 print(f"Odoo's mail tests: install failed (exit {code})")
@@ -273,7 +273,7 @@ def main():
                         f"--test-tags={COMPAT_TAGS}",
                         all_modules_loaded=True,
                     ),
-                    VAR / "odoo-compat.log",
+                    VAR / f"odoo-compat-{stamp}.log",
                 )
                 passed &= report("Odoo's mail tests", code, text)
         finally:

@@ -2,6 +2,11 @@
 
 :class:`DeltaSync` walks the delta query of a mail folder one page at a time and fetches
 the MIME (``$value``) of that page's new messages in JSON batches of at most 20 steps.
+Each message's size comes with the delta page (PidTagMessageSize through
+``singleValueExtendedProperties``): small messages ride in batches cut by the bytes they
+carry, a page holds at most ``page_bytes`` of MIME fetched ahead, larger messages are
+downloaded alone, streamed, when the caller reaches them (:meth:`Page.contents`), and
+messages over ``max_size`` are reported without being downloaded (docs/incoming.md).
 It keeps no state: the caller stores ``page.checkpoint`` (the next link, or the delta link
 after the last page) in the same transaction as the messages of that page, so a crash
 replays the page and the caller's de-duplication makes the import exactly-once
@@ -11,12 +16,14 @@ replays the page and the caller's de-duplication makes the import exactly-once
 import base64
 import copy
 import datetime
+import io
 import logging
 import re
 import threading
 import urllib.parse
 from dataclasses import dataclass, field, replace
 
+import requests
 from requests.structures import CaseInsensitiveDict
 
 from .errors import (
@@ -26,7 +33,7 @@ from .errors import (
     GraphTransientError,
     error_from_graph_response,
 )
-from .graph import quote_segment
+from .graph import body_cut_short, quote_segment
 
 _logger = logging.getLogger(__name__)
 
@@ -41,6 +48,25 @@ BASELINE_PAGE_SIZE = 1000
 # the folder (delivery delay, a move) with a receivedDateTime older than ones already seen.
 RESYNC_MARGIN = datetime.timedelta(hours=1)
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+# Graph v1.0 has no size property on messages: PidTagMessageSize ([MS-OXPROPS] 2.797,
+# PtypInteger32) read as an extended property, asked for on the first delta call so that
+# every page of every later round carries it (the options live in the tokens).
+SIZE_PROPERTY = "Integer 0x0E08"
+SIZE_EXPAND = f"singleValueExtendedProperties($filter=id eq '{SIZE_PROPERTY}')"
+# The id as Graph may echo it: any case, with or without zero padding or the type half of
+# the tag (PidTagMessageSizeExtended, Long, is the same property id).
+_SIZE_ID = re.compile(r"\s*(integer|long)\s+0x0*e08(0003|0014)?\s*", re.IGNORECASE)
+MB = 1024 * 1024
+# Exchange Online's largest configurable message size: no download goes past it.
+EXCHANGE_MAX_MESSAGE = 150 * MB
+# Messages larger than this are fetched alone and streamed, never inside a $batch.
+ALONE_FROM = 2 * MB
+# The sizes of the messages one $batch asks for add up to at most this (plus one message):
+# the answer carries them base64 in JSON, read, parsed and decoded, about 4 times over.
+BATCH_BYTES = 4 * MB
+# The MIME a page holds fetched ahead; the rest is downloaded when the caller reaches it.
+PAGE_BYTES = 16 * MB
+STREAM_CHUNK = 256 * 1024
 
 
 class DeltaTokenExpired(GraphError):
@@ -56,15 +82,36 @@ class DeltaTokenExpired(GraphError):
     )
 
 
+class MessageTooLarge(GraphPermanentError):
+    """A message over the import's size limit: reported, not downloaded (or, when its
+    reported size was under the limit, its download stopped at the limit)."""
+
+    def __init__(self, size, limit):
+        super().__init__(
+            f"The message is larger than {limit / MB:.1f} MB ({size / MB:.1f} MB); "
+            "it was not downloaded.",
+            code="MessageTooLarge",
+        )
+        self.size = size
+        self.limit = limit
+
+
 @dataclass(frozen=True)
 class IncomingMessage:
-    """A new message of a delta page: its MIME in ``raw``, or why not in ``error``."""
+    """A new message of a delta page: its MIME in ``raw``, or why not in ``error``;
+    neither while it waits to be downloaded alone (:meth:`Page.contents`).
+    ``size`` is what Exchange reports (None when the delta link does not ask for it)."""
 
     id: str
     internet_message_id: str | None
     received: datetime.datetime | None
     raw: bytes | None = None
     error: GraphError | None = None
+    size: int | None = None
+
+    @property
+    def waiting(self):
+        return self.raw is None and self.error is None
 
 
 @dataclass(frozen=True)
@@ -75,11 +122,23 @@ class Page:
     delta_link: str | None
     # New entries the caller's ``known`` callback already has: not fetched again.
     known_ids: list = field(default_factory=list)
+    # Downloads a waiting message: DeltaSync.load.
+    loader: object = field(default=None, repr=False, compare=False)
 
     @property
     def checkpoint(self):
         """What to store with this page's messages: where the next run starts."""
         return self.next_link or self.delta_link
+
+    def contents(self):
+        """The page's messages in order, each with its MIME or its error: the waiting
+        ones are downloaded one at a time as the iteration reaches them, and the page
+        keeps no reference to them (hold one, drop it, take the next)."""
+        for message in self.messages:
+            if message.waiting and self.loader is not None:
+                yield self.loader(message)
+            else:
+                yield message
 
 
 @dataclass(frozen=True)
@@ -137,6 +196,17 @@ def decode_value(body):
     return body.encode("utf-8")
 
 
+def _size_of(entry):
+    """The PidTagMessageSize a delta entry carries, or None."""
+    for prop in entry.get("singleValueExtendedProperties") or ():
+        if isinstance(prop, dict) and _SIZE_ID.fullmatch(str(prop.get("id") or "")):
+            try:
+                return int(prop.get("value"))
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
 def _step_error(step):
     if step is None:
         return GraphTransientError("Microsoft Graph left a step of the batch unanswered.")
@@ -149,6 +219,8 @@ class DeltaSync:
     ``client`` is a :class:`~.graph.GraphClient` (its mailbox, retries and sleep are used).
     ``retry_rounds`` bounds how often a throttled or failed batch step is sent again, and
     ``max_retry_wait`` how long one wait for it may be (Retry-After, else backoff).
+    ``max_size`` (bytes, None: Exchange's 150 MB) is the largest message downloaded;
+    ``alone_from``, ``batch_bytes`` and ``page_bytes`` bound the MIME held at once.
     """
 
     def __init__(
@@ -159,6 +231,10 @@ class DeltaSync:
         batch_size=MAX_BATCH_STEPS,
         retry_rounds=3,
         max_retry_wait=None,
+        max_size=None,
+        alone_from=None,
+        batch_bytes=None,
+        page_bytes=None,
     ):
         if not 1 <= batch_size <= MAX_BATCH_STEPS:
             raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_STEPS}")
@@ -168,6 +244,10 @@ class DeltaSync:
         self.batch_size = batch_size
         self.retry_rounds = retry_rounds
         self.max_retry_wait = client.max_inline_wait if max_retry_wait is None else max_retry_wait
+        self.max_size = max_size
+        self.alone_from = ALONE_FROM if alone_from is None else alone_from
+        self.batch_bytes = BATCH_BYTES if batch_bytes is None else batch_bytes
+        self.page_bytes = PAGE_BYTES if page_bytes is None else page_bytes
         self._deferred_reads = []
         self.read_outcomes = {}
         self._ahead_client = None
@@ -180,8 +260,9 @@ class DeltaSync:
         params = [("$select", ",".join(DELTA_SELECT)), ("changeType", "created")]
         if since is not None:
             params.append(("$filter", f"receivedDateTime ge {_utc_text(since)}"))
+        params.append(("$expand", SIZE_EXPAND))
         path = self.client.mailbox_path(f"mailFolders/{quote_segment(self.folder)}/messages/delta")
-        query = urllib.parse.urlencode(params, quote_via=urllib.parse.quote, safe="$,:")
+        query = urllib.parse.urlencode(params, quote_via=urllib.parse.quote, safe="$,:()'=")
         return f"{self.client.endpoints.graph_url(path)}?{query}"
 
     def resync_link(self, since, margin=RESYNC_MARGIN):
@@ -262,11 +343,30 @@ class DeltaSync:
                     work.settle()
         self.flush()
 
-    def fetch(self, ids):
-        """The MIME of messages by id (a retry of ones that failed in a page)."""
-        messages = [IncomingMessage(i, None, None) for i in dict.fromkeys(ids)]
-        contents = self._fetch_values(messages)
-        return [self._with_content(m, contents[m.id]) for m in messages]
+    def fetch(self, ids, limit=None):
+        """The MIME of messages by id (a retry of ones that failed in a page), each
+        downloaded alone and streamed, as their sizes are not known here."""
+        return list(self.fetch_each(ids, limit))
+
+    def fetch_each(self, ids, limit=None):
+        """:meth:`fetch` one message at a time: only one is held by this generator."""
+        for message_id in dict.fromkeys(ids):
+            yield self.load(IncomingMessage(message_id, None, None), limit)
+
+    def load(self, message, limit=None):
+        """``message`` with its MIME, downloaded alone and streamed, or with the error:
+        :class:`MessageTooLarge` past ``limit`` (default: ``max_size``, else Exchange's
+        150 MB). A refused token raises, as for a page."""
+        limit = limit or self.max_size or EXCHANGE_MAX_MESSAGE
+        if message.size is not None and message.size > limit:
+            return replace(message, error=MessageTooLarge(message.size, limit))
+        try:
+            raw = self._download(self.client, message.id, limit)
+        except GraphAuthError:
+            raise
+        except GraphError as exc:
+            return replace(message, error=exc)
+        return replace(message, raw=raw)
 
     def close(self):
         """Close the session of the look-ahead thread, if one was opened."""
@@ -348,25 +448,14 @@ class DeltaSync:
             "body": {"isRead": True},
         }
 
-    def _fetch_values(self, messages):
-        """{id: answer or error} for the $value of messages; queued mark-read steps ride
-        along in the same batches."""
-        queued = self._take_reads()
-        try:
-            contents, reads = self._fetch_steps(self.client, messages, queued)
-        except BaseException:
-            self._requeue_reads(queued)
-            raise
-        self.read_outcomes.update(reads)
-        return contents
-
     def _fetch_steps(self, client, messages, reads):
         """({id: $value answer or error}, {id: read Outcome}) through ``client``."""
         steps = [
             (("value", m.id), {"method": "GET", "url": self._value_url(m.id)}) for m in messages
         ]
         steps += [(("read", i), self._read_step(i)) for i in reads]
-        answers = self._batch(steps, client) if steps else {}
+        weights = {("value", m.id): m.size or 0 for m in messages}
+        answers = self._batch(steps, client, weights) if steps else {}
         return (
             {m.id: answers[("value", m.id)] for m in messages},
             {i: self._outcome(i, answers[("read", i)]) for i in reads},
@@ -413,6 +502,7 @@ class DeltaSync:
                     entry["id"],
                     entry.get("internetMessageId"),
                     _parse_time(entry.get("receivedDateTime")),
+                    size=_size_of(entry),
                 )
         # A page read ahead is asked about before the caller has imported the previous
         # one: an id Graph repeats across pages is recognised here instead.
@@ -420,7 +510,7 @@ class DeltaSync:
         rest = [m for m in fresh.values() if m.id not in skip]
         if known and rest:
             skip.update(known(rest))
-        wanted = [m for m in fresh.values() if m.id not in skip]
+        wanted = self._plan([m for m in fresh.values() if m.id not in skip])
         seen.update(fresh)
         upcoming = _Upcoming(self, body, fresh, wanted, skip)
         if not background:
@@ -433,6 +523,61 @@ class DeltaSync:
             return upcoming
         upcoming.start(client)
         return upcoming
+
+    def _plan(self, messages):
+        """The page's new messages, those over ``max_size`` with their error; which of
+        them to fetch with the page (in $batch) is :meth:`_batched`."""
+        if not self.max_size:
+            return messages
+        return [
+            replace(m, error=MessageTooLarge(m.size, self.max_size))
+            if m.size is not None and m.size > self.max_size
+            else m
+            for m in messages
+        ]
+
+    def _batched(self, messages):
+        """The messages to fetch in $batch with their page: sizes known, under
+        ``alone_from``, and adding up to at most ``page_bytes``, in page order."""
+        chosen, held = [], 0
+        for message in messages:
+            if message.error is not None or message.size is None:
+                continue
+            if message.size > self.alone_from or held + message.size > self.page_bytes:
+                continue
+            chosen.append(message)
+            held += message.size
+        return chosen
+
+    def _download(self, client, message_id, limit):
+        """The MIME of one message, streamed into one buffer; a cut body is tried again
+        (``client``'s attempts and backoff), a body past ``limit`` stops the download."""
+        url = self._value_url(message_id)
+        attempt = 0
+        while True:
+            attempt += 1
+            response = client.request("GET", url, stream=True)
+            try:
+                return _read_body(response, limit)
+            except (requests.RequestException, _CutShort) as exc:
+                error = GraphTransientError(
+                    "Microsoft Graph stopped sending the message; it will be fetched again.",
+                    status=response.status_code,
+                    code="IncompleteRead",
+                    request_id=response.headers.get("request-id"),
+                )
+                wait = client._wait_before_retry(error, attempt)
+                _logger.info(
+                    "[Graph API] GET %s: message content cut (%s); %s",
+                    urllib.parse.urlsplit(client.endpoints.graph_url(url)).path,
+                    type(exc).__name__,
+                    "giving up" if wait is None else f"retrying in {wait:.2f}s",
+                )
+                if wait is None:
+                    raise error from None
+                client.sleep(wait)
+            finally:
+                response.close()
 
     def _ahead(self):
         """A client for the look-ahead thread: its own session (a requests session is not
@@ -454,6 +599,7 @@ class DeltaSync:
             next_link=body.get("@odata.nextLink"),
             delta_link=body.get("@odata.deltaLink"),
             known_ids=[i for i in fresh if i in skip],
+            loader=self.load,
         )
         if not page.checkpoint:
             self._require_link(body, "@odata.deltaLink")
@@ -485,20 +631,20 @@ class DeltaSync:
         body = answer.get("body")
         return Outcome(key, new_id=body.get("id") if isinstance(body, dict) else None)
 
-    def _batch(self, steps, client=None):
+    def _batch(self, steps, client=None, weights=None):
         """Run (key, step) pairs through $batch; returns {key: step answer or GraphError}.
 
         Throttled or failed steps (429, 5xx) go again in a later batch after their
         Retry-After, at most ``retry_rounds`` times; other errors are final for their
         step only. A step refused for the token fails the whole call: every other step
-        would fail the same way.
+        would fail the same way. ``weights`` ({key: bytes}) cut a batch before the
+        steps' bytes pass ``batch_bytes``, as ``batch_size`` cuts it by count.
         """
         results = {}
         pending = list(steps)
         for round_number in range(self.retry_rounds + 1):
             again = []
-            for start in range(0, len(pending), self.batch_size):
-                group = pending[start : start + self.batch_size]
+            for group in self._groups(pending, weights or {}):
                 answers = self._post_batch(group, client or self.client)
                 for key, step in group:
                     answer = answers.get(key)
@@ -526,6 +672,18 @@ class DeltaSync:
             pending = [(key, step) for key, step, _ in again]
         return {key: results[key] for key, _ in steps}
 
+    def _groups(self, pending, weights):
+        group, load = [], 0
+        for key, step in pending:
+            weight = weights.get(key, 0)
+            if group and (len(group) >= self.batch_size or load + weight > self.batch_bytes):
+                yield group
+                group, load = [], 0
+            group.append((key, step))
+            load += weight
+        if group:
+            yield group
+
     def _post_batch(self, group, client):
         """One $batch request; returns {key: step answer} for the steps Graph answered."""
         keys = {}
@@ -542,6 +700,27 @@ class DeltaSync:
             if key is not None:
                 answers[key] = answer
         return answers
+
+
+class _CutShort(Exception):
+    """A streamed body ended before its Content-Length (urllib3 1.26 says nothing)."""
+
+
+def _read_body(response, limit):
+    """The body of a streamed answer, read in chunks into one buffer: bytes once, not a
+    list of chunks and their join. Past ``limit`` it stops with MessageTooLarge."""
+    declared = response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise MessageTooLarge(int(declared), limit)
+    buffer = io.BytesIO()
+    for chunk in response.iter_content(STREAM_CHUNK):
+        buffer.write(chunk)
+        if buffer.tell() > limit:
+            raise MessageTooLarge(buffer.tell(), limit)
+    if body_cut_short(response):
+        raise _CutShort()
+    # BytesIO hands its own buffer over when nothing else shares it: no copy here.
+    return buffer.getvalue()
 
 
 class _TokenNeeded(Exception):
@@ -601,9 +780,14 @@ class _Upcoming:
             self.error = exc
 
     def _fetch(self, client):
-        contents, self.read_outcomes = self.sync._fetch_steps(client, self.wanted, self.reads)
-        # Decoded here, so that a thread does it while the caller imports.
-        self.messages = [self.sync._with_content(m, contents[m.id]) for m in self.wanted]
+        batched = self.sync._batched(self.wanted)
+        contents, self.read_outcomes = self.sync._fetch_steps(client, batched, self.reads)
+        # Decoded here, so that a thread does it while the caller imports; the others
+        # wait for Page.contents.
+        self.messages = [
+            self.sync._with_content(m, contents[m.id]) if m.id in contents else m
+            for m in self.wanted
+        ]
 
     def settle(self):
         """Wait for the work; record its mark-read outcomes, or queue them again."""

@@ -10,7 +10,14 @@ from sandbox.defaults import ADMIN, ALICE, SALES
 from services.endpoints import Endpoints
 from services.errors import GraphAuthError, GraphPermanentError, GraphTransientError
 from services.graph import GraphClient
-from services.sync import DELTA_SELECT, DeltaSync, DeltaTokenExpired, decode_value
+from services.sync import (
+    DELTA_SELECT,
+    SIZE_EXPAND,
+    DeltaSync,
+    DeltaTokenExpired,
+    MessageTooLarge,
+    decode_value,
+)
 
 
 class Tokens:
@@ -99,7 +106,12 @@ def test_first_round_imports_the_folder_with_its_mime(sandbox, make_sync):
     delta, batch = graph_log(sandbox)
     assert kinds([delta, batch]) == ["delta", "batch"]
     assert delta.path == "/v1.0/me/mailFolders/inbox/messages/delta"
-    assert delta.query == {"$select": ",".join(DELTA_SELECT), "changeType": "created"}
+    assert delta.query == {
+        "$select": ",".join(DELTA_SELECT),
+        "changeType": "created",
+        "$expand": SIZE_EXPAND,
+    }
+    assert [m.size for m in page.messages] == [len(mime(n)) for n in range(3)]
 
 
 def test_baseline_then_only_new_mail(sandbox, make_sync):
@@ -132,7 +144,11 @@ def test_the_sandbox_serves_stored_properties_as_the_full_rendering_does(sandbox
     body = sync.client.get_json(sync.start_link())
     # Served from the message's fields without parsing its MIME: the same entries.
     expected = [
-        {"@odata.type": "#microsoft.graph.message", **m.graph(DELTA_SELECT)}
+        {
+            "@odata.type": "#microsoft.graph.message",
+            **m.graph(DELTA_SELECT),
+            "singleValueExtendedProperties": [{"id": "Integer 0xe08", "value": str(m.size)}],
+        }
         for m in sandbox.messages(ADMIN)
     ]
     assert body["value"] == expected
@@ -489,3 +505,150 @@ def test_ahead_declined_still_sends_whole_batches_of_queued_reads(sandbox, make_
     assert set(sync.read_outcomes) < {m.id for m in first.messages}
     assert len(sync.flush()) == 50 and all(o.ok for o in sync.read_outcomes.values())
     assert sum(m.is_read for m in sandbox.messages(ADMIN)) == 50
+
+
+# sizes: large messages alone and streamed, oversized ones not downloaded ----------------
+
+
+def padded(number, size):
+    """A message of exactly ``size`` bytes."""
+    head = mime(number)
+    return head + b"x" * (size - len(head))
+
+
+def value_gets(entries):
+    return [e for e in entries if e.method == "GET" and e.path.endswith("/$value")]
+
+
+class StreamSpy:
+    """Records the ``stream`` flag of every request a session sends."""
+
+    def __init__(self, session):
+        self.session = session
+        self.streams = []
+        self.request = session.request
+        session.request = self
+
+    def __call__(self, method, url, **kwargs):
+        self.streams.append((method, url.rsplit("/", 1)[-1], kwargs.get("stream")))
+        return self.request(method, url, **kwargs)
+
+
+def test_large_messages_come_alone_and_streamed(sandbox, make_sync):
+    small = [sandbox.deliver(ADMIN, padded(n, 2_000)) for n in range(2)]
+    large = [sandbox.deliver(ADMIN, padded(n, 300_000)) for n in range(2, 4)]
+    sync = make_sync(alone_from=100_000)
+    spy = StreamSpy(sync.client.session)
+    sandbox.clear_log()
+    [page] = run(sync, sync.start_link())[0]
+    # The page holds the small ones; the large ones wait for their turn.
+    by_id = {m.id: m for m in page.messages}
+    assert [by_id[i].raw for i in small] == [padded(0, 2_000), padded(1, 2_000)]
+    assert [by_id[i].raw for i in large] == [None, None]
+    assert [by_id[i].size for i in large] == [300_000, 300_000]
+    assert kinds(graph_log(sandbox)) == ["delta", "batch"]
+    contents = {m.id: m.raw for m in page.contents()}
+    assert contents == {
+        small[0]: padded(0, 2_000),
+        small[1]: padded(1, 2_000),
+        large[0]: padded(2, 300_000),
+        large[1]: padded(3, 300_000),
+    }
+    gets = value_gets(graph_log(sandbox))
+    assert [g.path.split("/")[-2] for g in gets] == large
+    assert [s for s in spy.streams if s[1] == "$value"] == [("GET", "$value", True)] * 2
+
+
+def test_batches_are_cut_by_the_bytes_they_carry(sandbox, make_sync):
+    ids = [sandbox.deliver(ADMIN, padded(n, 1_000)) for n in range(6)]
+    sync = make_sync(batch_bytes=2_500)
+    sandbox.clear_log()
+    [page] = run(sync, sync.start_link())[0]
+    assert [m.id for m in page.messages] == ids and all(m.raw for m in page.messages)
+    assert kinds(graph_log(sandbox)) == ["delta", "batch", "batch", "batch"]
+
+
+def test_a_page_holds_at_most_page_bytes_of_mime(sandbox, make_sync):
+    ids = [sandbox.deliver(ADMIN, padded(n, 1_000)) for n in range(6)]
+    sync = make_sync(page_bytes=3_000)
+    sandbox.clear_log()
+    [page] = run(sync, sync.start_link())[0]
+    assert [m.raw is not None for m in page.messages] == [True] * 3 + [False] * 3
+    assert kinds(graph_log(sandbox)) == ["delta", "batch"]
+    assert [m.raw for m in page.contents()] == [padded(n, 1_000) for n in range(6)]
+    assert [g.path.split("/")[-2] for g in value_gets(graph_log(sandbox))] == ids[3:]
+
+
+def test_an_oversized_message_is_reported_without_download(sandbox, make_sync):
+    big = sandbox.deliver(ADMIN, padded(0, 300_000))
+    small = sandbox.deliver(ADMIN, mime(1))
+    sync = make_sync(max_size=100_000)
+    sandbox.clear_log()
+    [page] = run(sync, sync.start_link())[0]
+    assert page.delta_link  # the position moves on past it
+    message = next(m for m in page.contents() if m.id == big)
+    assert isinstance(message.error, MessageTooLarge) and message.raw is None
+    assert (message.error.size, message.error.limit) == (300_000, 100_000)
+    assert next(m for m in page.contents() if m.id == small).raw == mime(1)
+    assert value_gets(graph_log(sandbox)) == []
+    assert kinds(graph_log(sandbox)) == ["delta", "batch"]
+
+
+def test_a_cut_stream_is_tried_again(sandbox, make_sync):
+    big = sandbox.deliver(ADMIN, padded(0, 300_000))
+    sync = make_sync(alone_from=100_000)
+    sandbox.inject_fault("cut", path=re.escape(big) + r"/\$value$")
+    sandbox.clear_log()
+    [page] = run(sync, sync.start_link())[0]
+    [message] = page.contents()
+    assert message.raw == padded(0, 300_000) and message.error is None
+    assert [g.fault for g in value_gets(graph_log(sandbox))] == ["cut", None]
+
+
+def test_a_download_longer_than_its_limit_stops(sandbox, make_sync):
+    big = sandbox.deliver(ADMIN, padded(0, 300_000))
+    sync = make_sync()
+    [message] = sync.fetch([big], limit=100_000)
+    assert isinstance(message.error, MessageTooLarge) and message.raw is None
+    assert message.error.limit == 100_000 and message.error.size > 100_000
+    [message] = sync.fetch([big])
+    assert message.raw == padded(0, 300_000)
+
+
+def test_a_link_without_sizes_fetches_each_message_alone(sandbox, make_sync):
+    ids = deliver(sandbox, 3)
+    sync = make_sync()
+    link = sync.start_link().replace("&$expand=" + SIZE_EXPAND.replace(" ", "%20"), "")
+    assert "expand" not in link
+    sandbox.clear_log()
+    [page] = run(sync, link)[0]
+    assert [m.size for m in page.messages] == [None] * 3
+    assert [m.raw for m in page.contents()] == [mime(n) for n in range(3)]
+    assert [g.path.split("/")[-2] for g in value_gets(graph_log(sandbox))] == ids
+
+
+def test_memory_of_a_page_of_large_messages_stays_bounded(sandbox, make_sync):
+    import gc  # noqa: PLC0415
+    import tracemalloc  # noqa: PLC0415
+
+    size = 1_000_000
+    for n in range(20):
+        sandbox.deliver(ADMIN, padded(n, size))
+    sync = make_sync(page_size=20, alone_from=250_000)
+    link = sync.start_link()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        seen = 0
+        for page in sync.pages(link):
+            for message in page.contents():
+                assert message.raw == padded(seen, size)
+                seen += 1
+                del message  # the next one is read while this name holds the last
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert seen == 20
+    # One message at a time (read once into its buffer, plus the comparison's copy
+    # above), never the page's 20 MB, nor a $batch answer's base64 of them.
+    assert peak < 5 * size, peak

@@ -27,9 +27,9 @@ def add_route(router, sb, method, rest, handler, need):
     """Register a Graph endpoint under /me and /users/{id or address}.
 
     need is "user" (directory read) or "mail.read", "mail.write", "mail.send": the prelude
-    checks it before the handler runs. For "mail.send" on another mailbox only the scope is
-    checked here; the SendAs / SendOnBehalf right depends on the message and is the
-    handler's to check.
+    checks it before the handler runs. For "mail.send" on another mailbox the scope and Full
+    Access are checked here; the SendAs / SendOnBehalf right depends on the message and is
+    the handler's to check.
     """
     return router.add(
         method,
@@ -124,9 +124,12 @@ def check_access(token, mailbox, need):
     if own:
         allowed = bool(scopes & own_scopes)
     else:
-        allowed = bool(scopes & other_scopes) and (
-            need == "mail.send" or "FullAccess" in mailbox.rights_of(token.user)
-        )
+        # Sending through /users/{other}/... too: "the sending user must have the Full Access
+        # mailbox permission in addition to either the Send on Behalf or Send As permission"
+        # ("Send Outlook messages from another user", Sent Items behavior,
+        # https://learn.microsoft.com/graph/outlook-send-mail-from-other-user). Send As or Send
+        # on Behalf alone sends through /me with from set (graph_send checks those rights).
+        allowed = bool(scopes & other_scopes) and "FullAccess" in mailbox.rights_of(token.user)
     if not allowed:
         raise GraphError(
             403, "ErrorAccessDenied", "Access is denied. Check credentials and try again."

@@ -362,11 +362,20 @@ class GraphSender:
     ``save_to_sent_items=True`` sends through a draft and returns the immutable id of the
     Sent Items copy (2 requests); False sends with one ``sendMail`` request and returns no id
     (Exchange still keeps a Sent Items copy: Graph's MIME form of sendMail has no switch).
+
+    ``shared_via_me=True`` sends mail from another address (``send(from_address=...)``)
+    through the signed-in user's own mailbox, ``/me``, the message's From naming the shared
+    address: the route of a delegate with Send As or Send on Behalf but without Full Access,
+    which every ``/users/{shared}/...`` route needs ("Send Outlook messages from another
+    user", Sent Items behavior). The copy then lands in the signed-in user's Sent Items
+    (``SentMessage.mailbox`` None). False (the default) drafts small mail in the shared
+    mailbox, so that its Sent Items keep the copy.
     """
 
-    def __init__(self, client, save_to_sent_items=True):
+    def __init__(self, client, save_to_sent_items=True, shared_via_me=False):
         self.client = client
         self.save_to_sent_items = save_to_sent_items
+        self.shared_via_me = shared_via_me
         # Requests that must not be repeated go out once: GraphClient retries transient
         # failures, POSTs included.
         self.once = copy.copy(client)
@@ -388,7 +397,7 @@ class GraphSender:
                 "message size limit: send smaller attachments, or links to them."
             )
         mime = _Mime(raw)
-        run = _Run(self, mime, from_address, detached)
+        run = _Run(self, mime, from_address, detached, via_me=self.shared_via_me)
         if mime.fits and not detached and not self.save_to_sent_items:
             result = run.send_mail()
         else:
@@ -405,7 +414,7 @@ class GraphSender:
 class _Run:
     """One send: its requests, the mailbox path its draft lives under, its draft."""
 
-    def __init__(self, sender, mime, from_address, detached=()):
+    def __init__(self, sender, mime, from_address, detached=(), via_me=False):
         self.client = sender.client
         self.once = sender.once
         self.mime = mime
@@ -416,7 +425,7 @@ class _Run:
         self.parts = self.cut + list(detached)
         # A shared sender's draft lives in the shared mailbox, so that its Sent Items keep the
         # copy; upload sessions work only in the signed-in user's mailbox (a known issue).
-        if from_address and not self.parts:
+        if from_address and not self.parts and not via_me:
             self.home, self.mailbox = f"/users/{quote_segment(from_address)}", from_address
         elif from_address:
             self.home, self.mailbox = "/me", None

@@ -268,6 +268,46 @@ def test_draft_in_a_shared_mailbox_needs_full_access(sandbox, graph):
     assert len(sandbox.sent(SALES)) == 1
 
 
+def test_sending_through_the_shared_mailbox_needs_full_access_besides_send_as(sandbox, graph):
+    """ "Send Outlook messages from another user", Sent Items behavior
+    (https://learn.microsoft.com/graph/outlook-send-mail-from-other-user): sending through
+    /users/{shared}/... puts the copy in the shared mailbox's Sent Items, and "the sending
+    user must have the Full Access mailbox permission in addition to either the Send on
+    Behalf or Send As permission". Through /me with from set to the shared address, Send As
+    alone is enough and the copy lands in the signed-in user's Sent Items. Microsoft does not
+    show the refusal: the sandbox answers as any read of a mailbox without access does (403
+    ErrorAccessDenied, sandbox/README.md)."""
+    sandbox.grant(SALES, ALICE, "SendAs")  # Send As without Full Access
+    for path in ("/sendMail", "/messages"):
+        answer = mime_post(graph, f"/users/{SALES}{path}", mime(SALES), scopes=SHARED, login=ALICE)
+        assert_error(answer, 403, "ErrorAccessDenied")
+    assert sandbox.outbox() == []
+    # The route Microsoft allows: /me, From the shared address.
+    answer = mime_post(graph, "/me/sendMail", mime(SALES), scopes=SHARED, login=ALICE)
+    assert answer.status_code == 202, answer.text
+    draft = mime_post(
+        graph,
+        "/me/messages",
+        mime(SALES, message_id="<m2@contoso.test>"),
+        scopes=SHARED,
+        login=ALICE,
+    ).json()
+    sent = graph("POST", f"/me/messages/{draft['id']}/send", scopes=SHARED, login=ALICE)
+    assert sent.status_code == 202, sent.text
+    assert [(d.from_, d.sender, d.mailbox) for d in sandbox.outbox()] == [(SALES, SALES, ALICE)] * 2
+    assert len(sandbox.sent(ALICE)) == 2 and sandbox.sent(SALES) == []
+    # Full Access alone is not the right to send: Send As or Send on Behalf is still needed.
+    sandbox.grant(SALES, ALICE, "FullAccess")
+    sandbox.mailbox(SALES).grants[sandbox.user(ALICE).id].discard("SendAs")
+    answer = mime_post(graph, f"/users/{SALES}/sendMail", mime(SALES), scopes=SHARED, login=ALICE)
+    assert_error(answer, 403, "ErrorSendAsDenied")
+    # Full Access and Send As: the shared mailbox's route, its Sent Items.
+    sandbox.grant(SALES, ALICE, "SendAs")
+    answer = mime_post(graph, f"/users/{SALES}/sendMail", mime(SALES), scopes=SHARED, login=ALICE)
+    assert answer.status_code == 202, answer.text
+    assert len(sandbox.sent(SALES)) == 1
+
+
 # upload sessions -----------------------------------------------------------------------
 
 # urllib3 logs request lines at DEBUG, and an upload URL carries its credential in the query.

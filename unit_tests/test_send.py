@@ -296,6 +296,69 @@ def test_send_as_without_full_access_drafts_in_the_own_mailbox(sandbox, make_sen
     assert sandbox.outbox()[0].from_ == SALES
 
 
+# Send As without Full Access: "Send Outlook messages from another user", Sent Items
+# behavior (https://learn.microsoft.com/graph/outlook-send-mail-from-other-user): the
+# /users/{shared}/... routes need Full Access too; /me with from = the shared address does not.
+
+
+def test_send_as_only_small_mail_through_me_in_one_request(sandbox, make_sender):
+    sandbox.grant(SALES, ALICE, "SendAs")
+    sender = make_sender(login=ALICE, save_to_sent_items=False, shared_via_me=True)
+    result = sender.send(odoo_mail(SALES), from_address=SALES)
+    assert [(e.method, e.path) for e in sandbox.requests] == [("POST", "/v1.0/me/sendMail")]
+    assert (result.id, result.mailbox, result.requests) == (None, None, 1)
+    (left,) = sandbox.outbox()
+    assert (left.from_, left.sender, left.mailbox) == (SALES, SALES, ALICE)
+    assert len(sandbox.sent(ALICE)) == 1 and sandbox.sent(SALES) == []
+
+
+def test_send_as_only_draft_through_me_names_the_copy_in_the_own_sent_items(sandbox, make_sender):
+    sandbox.grant(SALES, ALICE, "SendAs")
+    raw = odoo_mail(SALES)
+    result = make_sender(login=ALICE, shared_via_me=True).send(raw, from_address=SALES)
+    assert sandbox.requests[0].path == "/v1.0/me/messages"
+    assert all(not e.path.startswith(f"/v1.0/users/{SALES}") for e in sandbox.requests)
+    (copy,) = sandbox.sent(ALICE)
+    assert (result.id, result.mailbox) == (copy.id, None)
+    assert_same_mail(copy.raw, raw)
+    assert sandbox.outbox()[0].from_ == SALES and sandbox.sent(SALES) == []
+
+
+@UPLOAD_URL_LOGGED
+@pytest.mark.parametrize("full_access", [False, True])
+def test_large_shared_mail_through_me_uses_upload_sessions(sandbox, make_sender, full_access):
+    sandbox.grant(SALES, ALICE, "SendAs")
+    if full_access:
+        sandbox.grant(SALES, ALICE, "FullAccess")
+    big = blob(5 * MB, seed=3)
+    raw = odoo_mail(SALES, attachments=[("big.bin", big), ("small.txt", b"small")])
+    sender = make_sender(login=ALICE, shared_via_me=True)
+    seen = chunks_of(sender)
+    result = sender.send(raw, from_address=SALES)
+    assert [start for start, *_ in seen] == [0, UPLOAD_CHUNK]
+    paths = [e.path for e in sandbox.requests if e.method == "POST"]
+    assert paths[0] == "/v1.0/me/messages"
+    assert any(p.endswith("/createUploadSession") and p.startswith("/v1.0/me/") for p in paths)
+    (copy,) = sandbox.sent(ALICE)
+    assert result.id == copy.id and result.mailbox is None
+    assert_same_mail(copy.raw, raw)
+    assert sandbox.outbox()[0].from_ == SALES
+
+
+def test_the_default_still_sends_small_shared_mail_through_the_shared_mailbox(sandbox, make_sender):
+    """Unchanged default (the route is the caller's to choose): sendMail under
+    /users/{shared}, which a Send-As-only delegate is refused."""
+    result = make_sender(save_to_sent_items=False).send(odoo_mail(SALES), from_address=SALES)
+    assert sandbox.requests[0].path == f"/v1.0/users/{SALES}/sendMail"
+    assert result.mailbox == SALES
+    sandbox.grant(SALES, ALICE, "SendAs")
+    with pytest.raises(GraphPermanentError) as caught:
+        make_sender(login=ALICE, save_to_sent_items=False).send(
+            odoo_mail(SALES, message_id="<2.odoo@contoso.test>"), from_address=SALES
+        )
+    assert caught.value.status == 403
+
+
 def test_without_send_as_or_on_behalf_the_error_names_the_rights(sandbox, make_sender):
     with pytest.raises(GraphPermanentError) as caught:
         make_sender(login=ALICE).send(odoo_mail(SALES), from_address=SALES)

@@ -19,12 +19,21 @@ ROOT_FOLDER = "msgfolderroot"
 RIGHTS = ("FullAccess", "SendAs", "SendOnBehalf")
 # Tenant aliases an authority may use instead of a tenant id or domain.
 MULTI_TENANT_ALIASES = ("common", "organizations")
+# Personal Microsoft accounts (Outlook.com, Hotmail) live in this tenant and sign in through
+# the "consumers" (or "common") authority ("ID token claims reference", tid;
+# https://learn.microsoft.com/entra/identity-platform/id-token-claims-reference).
+CONSUMER_TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"
+CONSUMERS = "consumers"
 
 
 @dataclass(eq=False)
 class Tenant:
     id: str
     domain: str
+
+    @property
+    def consumer(self):
+        return self.id == CONSUMER_TENANT_ID
 
 
 @dataclass(eq=False)
@@ -35,6 +44,9 @@ class App:
     tenant: Tenant
     secret_expires_at: float | None = None
     multi_tenant: bool = False
+    # Supported account types include personal Microsoft accounts (signInAudience
+    # AzureADandPersonalMicrosoftAccount): the consumers authority accepts the app.
+    personal_accounts: bool = False
     display_name: str = "Sandbox app"
     # Graph scopes configured on the registration (used by ".default"); None: any known scope.
     permissions: frozenset | None = None
@@ -215,6 +227,10 @@ class Directory:
             mailbox.folders[folder.id] = folder
         self.mailboxes[mailbox.id] = mailbox
         return mailbox
+
+    def consumer_tenant(self):
+        """The tenant of personal Microsoft accounts, made on first use."""
+        return self.tenant(CONSUMER_TENANT_ID) or self.add_tenant(CONSUMERS, CONSUMER_TENANT_ID)
 
     def add_user(self, tenant, address, display_name, user_id=None):
         mailbox = self._add_mailbox(tenant, address, display_name, "user", user_id)

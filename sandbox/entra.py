@@ -10,7 +10,7 @@ import time
 import urllib.parse
 from functools import partial
 
-from .directory import MULTI_TENANT_ALIASES
+from .directory import CONSUMERS, MULTI_TENANT_ALIASES
 from .errors import EntraError, EntraPageError, HttpError, entra_description, entra_timestamp
 from .tokens import (
     CODE_LIFETIME,
@@ -19,6 +19,7 @@ from .tokens import (
     PendingAuthorization,
     client_info,
     id_token,
+    jwks,
     new_secret,
     parse_scopes,
     pkce_s256,
@@ -55,16 +56,25 @@ def register(router, sb):
         partial(openid_configuration, sb),
         "entra",
     )
+    router.add("GET", TENANT + r"/discovery/v2\.0/keys", partial(keys, sb), "entra")
     router.add("GET", TENANT + r"/oauth2/v2\.0/authorize", partial(authorize, sb), "entra")
     router.add("POST", TENANT + r"/login", partial(login, sb), "entra")
     router.add("POST", TENANT + r"/oauth2/v2\.0/token", partial(token, sb), "entra")
+    sb.add_personal_account = partial(add_personal_account, sb)
+
+
+def add_personal_account(sb, address, display_name):
+    """A personal Microsoft account (Outlook.com) in the consumer tenant, with its mailbox."""
+    with sb.lock:
+        return sb.directory.add_user(sb.directory.consumer_tenant(), address, display_name)
 
 
 # tenants and apps ----------------------------------------------------------------------
 
 
 def _tenant(sb, segment, page=False):
-    """The tenant an authority names; None for common/organizations."""
+    """The tenant an authority names; None for common/organizations; the consumer tenant
+    for consumers or its id (once the sandbox has a personal account)."""
     if segment.lower() in MULTI_TENANT_ALIASES:
         return None
     tenant = sb.directory.tenant(segment)
@@ -74,6 +84,8 @@ def _tenant(sb, segment, page=False):
 
 
 def _usable_in(app, tenant):
+    if tenant is not None and tenant.consumer:
+        return app.personal_accounts
     return tenant is None or app.multi_tenant or app.tenant is tenant
 
 
@@ -97,6 +109,8 @@ def openid_configuration(sb, request):
     issuer_tenant = tenant.id if tenant else "{tenantid}"
     base = request.base_url
     host = base.split("://", 1)[1]
+    if tenant is not None and tenant.consumer:
+        path_tenant = CONSUMERS
     config = {
         "token_endpoint": f"{base}/{path_tenant}/oauth2/v2.0/token",
         "token_endpoint_auth_methods_supported": [
@@ -141,6 +155,13 @@ def openid_configuration(sb, request):
         "msgraph_host": host,
     }
     return json_response(200, config)
+
+
+def keys(sb, request):
+    """jwks_uri: the RSA public keys that sign the ID tokens (each with its kid)."""
+    tenant = _tenant(sb, request.params["tenant"])
+    issuer = f"{request.base_url}/{tenant.id if tenant else '{tenantid}'}/v2.0"
+    return json_response(200, jwks(issuer))
 
 
 # authorize -----------------------------------------------------------------------------
@@ -200,8 +221,6 @@ def authorize(sb, request):
     query = request.query
     segment = request.params["tenant"]
     request.app_id = query.get("client_id")
-    if segment.lower() == "consumers":
-        raise EntraPageError(90002, tenant=segment)
     tenant = _tenant(sb, segment, page=True)
     app = _app(sb, query.get("client_id"), tenant, segment, page=True)
     redirect_uri = query.get("redirect_uri")
@@ -220,6 +239,8 @@ def authorize(sb, request):
     if not query.get("scope"):
         raise fail(900144, field="scope")
     scopes = parse_scopes(query["scope"])
+    if scopes.spans_resources:
+        raise fail(700022, scope=scopes.written())
     if scopes.unknown:
         raise fail(70011, scope=" ".join(scopes.unknown))
     if scopes.default:
@@ -320,8 +341,10 @@ def login(sb, request):
     if user is None:
         disabled = sb.directory.mailbox(address) is not None
         error = _page_text(request, 50057 if disabled else 50034, login=address)
-    elif (tenant is not None and user.tenant is not tenant) or not _usable_in(
-        pending.app, user.tenant
+    elif (
+        (tenant is not None and user.tenant is not tenant)
+        or not _usable_in(pending.app, user.tenant)
+        or (pending.tenant_segment.lower() == "organizations" and user.tenant.consumer)
     ):
         error = _page_text(
             request,
@@ -434,6 +457,8 @@ def _redeem_code(sb, request, form, app):
         raise EntraError(70008)
     if redirect_uri != code.redirect_uri:
         raise EntraError(500112, redirect_uri=redirect_uri, expected=code.redirect_uri)
+    # The scope of the redemption is read as any token request's: one resource only.
+    _check_scopes(parse_scopes(form.get("scope")))
     if code.challenge:
         verifier = form.get("code_verifier") or ""
         expected = pkce_s256(verifier) if code.challenge_method == "S256" else verifier
@@ -451,6 +476,13 @@ def _redeem_code(sb, request, form, app):
     return _answer(
         sb, request, form, app, user, code.scopes, code.mfa_done, code.nonce, refresh=False
     )
+
+
+def _check_scopes(scopes):
+    if scopes.spans_resources:
+        raise EntraError(700022, scope=scopes.written())
+    if scopes.unknown:
+        raise EntraError(70011, scope=" ".join(scopes.unknown))
 
 
 def _format_span(seconds):
@@ -479,8 +511,7 @@ def _refresh(sb, request, form, app):
             inactive=_format_span(max(idle, REFRESH_INACTIVITY)),
         )
     scopes = parse_scopes(form.get("scope"))
-    if scopes.unknown:
-        raise EntraError(70011, scope=" ".join(scopes.unknown))
+    _check_scopes(scopes)
     consented = sb.tokens.consented(user, app)
     if not consented or not scopes.graph <= consented:
         raise EntraError(

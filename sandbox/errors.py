@@ -142,6 +142,15 @@ ENTRA_TEXTS = {
         "The provided request must include a 'scope' input parameter. The provided value for the "
         "input parameter 'scope' is not valid. The scope {scope} is not valid.",
     ),
+    # "Microsoft Entra authentication and authorization error codes"
+    # (https://learn.microsoft.com/entra/identity-platform/reference-error-codes):
+    # "InvalidMultipleResourcesScope - The provided value for the input parameter scope isn't
+    # valid because it contains more than one resource."
+    700022: (
+        "invalid_scope",
+        "The provided value for the input parameter scope isn't valid because it contains more "
+        "than one resource. Scope {scope} is not valid.",
+    ),
     90002: (
         "invalid_tenant",
         "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are "

@@ -4,7 +4,11 @@ import base64
 import hashlib
 import json
 import secrets
+import threading
 from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 SECRET_MARKER = "SBXSECRET"
 GRAPH_RESOURCE = "https://graph.microsoft.com"
@@ -56,6 +60,19 @@ class ScopeRequest:
     # Clients may name Graph scopes with the resource URL; answers keep their style.
     url_style: bool = False
     default: bool = False
+    # Resources other than Graph the request names (".../IMAP.AccessAsUser.All", "api://x/y").
+    others: dict = field(default_factory=dict)  # resource -> [scopes as written]
+
+    @property
+    def spans_resources(self):
+        """True when Graph and another resource are asked for at once: one token has one
+        audience, so Microsoft refuses (AADSTS700022, sandbox/README.md)."""
+        return (bool(self.others) and bool(self.graph or self.default)) or len(self.others) > 1
+
+    def written(self):
+        return " ".join(
+            [*sorted(self.graph), *(s for scopes in self.others.values() for s in scopes)]
+        )
 
     def render(self, granted):
         prefix = f"{GRAPH_RESOURCE}/" if self.url_style else ""
@@ -74,6 +91,10 @@ def parse_scopes(text):
             name = item[len(GRAPH_RESOURCE) + 1 :]
             lowered = name.lower()
             request.url_style = True
+        elif "/" in name:
+            # A scope of another resource: "{resource}/{scope}" (a URL, api://..., an app id).
+            request.others.setdefault(name.rsplit("/", 1)[0].lower(), []).append(item)
+            continue
         if lowered == ".default":
             request.default = True
             continue
@@ -84,6 +105,9 @@ def parse_scopes(text):
             request.oidc.add(canonical)
         else:
             request.graph.add(canonical)
+    if request.others and not request.spans_resources:
+        # Only another resource: the sandbox issues no token for it.
+        request.unknown += [s for scopes in request.others.values() for s in scopes]
     return request
 
 
@@ -195,8 +219,54 @@ class TokenStore:
         return token
 
 
+# ID token signing ----------------------------------------------------------------------
+# "ID tokens in the Microsoft identity platform" and "Access tokens ... Validate the
+# signature" (https://learn.microsoft.com/entra/identity-platform/id-tokens): ID tokens are
+# RS256-signed JWTs whose header names the key (kid); the keys are the RSA public JWKs that
+# the OpenID configuration's jwks_uri serves. One throw-away key per process, as the CA is.
+
+_KEY_LOCK = threading.Lock()
+_SIGNING_KEY = []
+
+
+def signing_key():
+    """(private key, kid) of the sandbox's ID token signing key."""
+    with _KEY_LOCK:
+        if not _SIGNING_KEY:
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            numbers = key.public_key().public_numbers()
+            n, e = _uint(numbers.n), _uint(numbers.e)
+            # The RFC 7638 thumbprint of the public key, as a kid.
+            canonical = json.dumps({"e": e, "kty": "RSA", "n": n}, separators=(",", ":"))
+            kid = b64url(hashlib.sha256(canonical.encode()).digest())
+            public = {"kty": "RSA", "use": "sig", "kid": kid, "n": n, "e": e}
+            _SIGNING_KEY.append((key, kid, public))
+        return _SIGNING_KEY[0][:2]
+
+
+def _uint(value):
+    return b64url(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+
+def jwks(issuer=None):
+    """The JSON Web Key Set jwks_uri answers: the public half of the signing key."""
+    signing_key()
+    key = dict(_SIGNING_KEY[0][2])
+    if issuer:
+        key["issuer"] = issuer
+    return {"keys": [key]}
+
+
+def sign_jwt(claims):
+    key, kid = signing_key()
+    header = {"typ": "JWT", "alg": "RS256", "kid": kid}
+    signed = f"{b64url_json(header)}.{b64url_json(claims)}"
+    signature = key.sign(signed.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signed}.{b64url(signature)}"
+
+
 def id_token(app, user, now, lifetime, base_url, nonce):
-    """An id_token MSAL accepts; MSAL does not check its signature."""
+    """An RS256-signed id_token (MSAL itself does not check the signature)."""
     claims = {
         "aud": app.client_id,
         "iss": f"{base_url}/{user.tenant.id}/v2.0",
@@ -213,8 +283,7 @@ def id_token(app, user, now, lifetime, base_url, nonce):
     }
     if nonce:
         claims["nonce"] = nonce
-    header = {"typ": "JWT", "alg": "RS256", "kid": "sandbox"}
-    return f"{b64url_json(header)}.{b64url_json(claims)}.{b64url(secrets.token_bytes(32))}"
+    return sign_jwt(claims)
 
 
 def client_info(user):

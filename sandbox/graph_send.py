@@ -82,6 +82,7 @@ def register(router, sb):
     add_route(router, sb, "POST", r"/messages", create_draft, need="mail.write")
     add_route(router, sb, "POST", MESSAGE + r"/send", send_draft, need="mail.send")
     add_route(router, sb, "POST", MESSAGE + r"/attachments", add_attachment, need="mail.write")
+    add_route(router, sb, "GET", MESSAGE + r"/attachments", list_attachments, need="mail.read")
     add_route(
         router,
         sb,
@@ -511,17 +512,58 @@ def add_attachment(sb, request):
         "@odata.context": metadata(
             request, request.target_mailbox, f"/messages('{message.id}')/attachments/$entity"
         ),
-        "@odata.type": "#microsoft.graph.fileAttachment",
-        "id": sb.directory.new_item_id(3, message.mailbox.id),
-        "lastModifiedDateTime": iso_utc(message.modified),
-        "name": name,
-        "contentType": content_type,
-        "size": len(data),
-        "isInline": inline,
-        "contentId": cid,
-        "contentBytes": base64.b64encode(data).decode(),
     }
+    body.update(_attachments_of(message)[-1])
     return json_response(201, body)
+
+
+def _attachment_id(message, index):
+    """A stable id for the index-th attachment of a message (the sandbox keeps attachments
+    in the MIME only, so the id is derived, not stored)."""
+    digest = hashlib.sha256(f"{message.mailbox.id}|{message.id}|{index}".encode()).digest()
+    return "AAMkAG" + base64.urlsafe_b64encode(bytes([0, 0, 0, 3]) + digest[:30]).decode()
+
+
+def _attachments_of(message):
+    """The fileAttachments of a message's MIME, in order, as Graph renders them."""
+    parsed = email.message_from_bytes(message.raw, policy=email.policy.default)
+    found = []
+    for part in parsed.walk():
+        if part.is_multipart():
+            continue
+        disposition = part.get_content_disposition()
+        name = part.get_filename()
+        if disposition != "attachment" and not (disposition == "inline" and name):
+            continue
+        data = part.get_payload(decode=True) or b""
+        cid = str(part.get("Content-ID", "") or "").strip().strip("<>") or None
+        found.append(
+            {
+                "@odata.type": "#microsoft.graph.fileAttachment",
+                "id": _attachment_id(message, len(found)),
+                "lastModifiedDateTime": iso_utc(message.modified or message.received),
+                "name": name or "attachment",
+                "contentType": part.get_content_type(),
+                "size": len(data),
+                "isInline": disposition == "inline",
+                "contentId": cid,
+                "contentBytes": base64.b64encode(data).decode(),
+            }
+        )
+    return found
+
+
+def list_attachments(sb, request):
+    """GET .../messages/{id}/attachments: every attachment, those an upload session added
+    included ("List attachments", https://learn.microsoft.com/graph/api/message-list-attachments)."""
+    message = message_of(request)
+    body = {
+        "@odata.context": metadata(
+            request, request.target_mailbox, f"/messages('{message.id}')/attachments"
+        ),
+        "value": _attachments_of(message),
+    }
+    return json_response(200, body)
 
 
 def list_folder_messages(sb, request):
@@ -674,7 +716,7 @@ def upload_chunk(sb, request):
     )
     _touch(sb, message, parse_moment(request.now))
     mailbox = message.mailbox
-    attachment_id = sb.directory.new_item_id(3, mailbox.id)
+    attachment_id = _attachments_of(message)[-1]["id"]
     location = (
         f"{request.base_url}/api/v2.0/Users('{mailbox.id}@{mailbox.tenant.id}')"
         f"/Messages('{message.id}')/Attachments('{attachment_id}')"

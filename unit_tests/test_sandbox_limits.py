@@ -157,8 +157,14 @@ def test_timeout_fault(sandbox, call):
 def test_cut_fault_sends_half_the_body(sandbox, call):
     sandbox.deliver(ADMIN, MESSAGE)
     sandbox.inject_fault("cut", path="/messages$")
-    with pytest.raises(requests.exceptions.ChunkedEncodingError):
-        call("/me/messages")
+    # urllib3 2.x raises on a body shorter than its Content-Length; 1.26 (Odoo 19's pin)
+    # hands the short body over: either way, less than announced arrives.
+    try:
+        cut = call("/me/messages")
+    except requests.exceptions.ChunkedEncodingError:
+        pass
+    else:
+        assert len(cut.content) < int(cut.headers["Content-Length"])
     assert call("/me/messages").status_code == 200
 
 

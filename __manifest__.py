@@ -2,7 +2,7 @@
     "name": "Microsoft Outlook through Microsoft Graph",
     "summary": "Send and receive Odoo mail through Microsoft Graph, "
     "for personal and shared Microsoft 365 mailboxes",
-    "version": "19.0.1.0.0",
+    "version": "19.0.1.1.0",
     "category": "Hidden/Tools",
     "license": "LGPL-3",
     "author": "microsoft_outlook_graph developers",

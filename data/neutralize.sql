@@ -2,19 +2,15 @@
 -- Odoo's own neutralization archives the servers; this also forgets their Microsoft
 -- connection, so re-activating one cannot use production mailboxes.
 UPDATE ir_mail_server
-   SET microsoft_graph_tokens_sealed = NULL,
-       microsoft_graph_token_expires_at = NULL,
-       microsoft_graph_needs_reconnect = false,
-       microsoft_graph_paused_until = NULL,
+   SET microsoft_graph_paused_until = NULL,
        active = false
  WHERE smtp_authentication = 'microsoft_graph';
 
 UPDATE fetchmail_server
-   SET microsoft_graph_tokens_sealed = NULL,
-       microsoft_graph_token_expires_at = NULL,
-       microsoft_graph_needs_reconnect = false,
-       active = false
+   SET active = false
  WHERE server_type = 'microsoft_graph';
+
+DELETE FROM microsoft_outlook_graph_connection;
 
 DELETE FROM microsoft_outlook_graph_flow;
 

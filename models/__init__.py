@@ -1,3 +1,4 @@
+from . import microsoft_outlook_graph_connection
 from . import microsoft_outlook_graph_mixin
 from . import microsoft_outlook_graph_flow
 from . import ir_mail_server
@@ -8,5 +9,6 @@ from . import mail_mail
 from . import mail_thread
 from . import microsoft_outlook_graph_failed_message
 from . import microsoft_outlook_graph_send_ledger
+from . import microsoft_outlook_graph_handover
 from . import microsoft_outlook_graph_mailbox
 from . import microsoft_outlook_graph_subscription

@@ -12,6 +12,7 @@ from odoo.addons.mail.models.fetchmail import MAIL_SERVER_DEACTIVATE_TIME, MAIL_
 
 from ..services.errors import GraphAuthError, GraphError
 from ..services.sync import RESYNC_MARGIN, DeltaSync, DeltaTokenExpired
+from .mail_thread import GRAPH_IMPORT_SOURCE, GraphImportSource
 
 _logger = logging.getLogger(__name__)
 
@@ -701,7 +702,10 @@ class FetchmailServer(models.Model):
                     size=len(raw) / 1024 / 1024,
                 )
             )
-        MailThread = self.env["mail.thread"].with_context(default_fetchmail_server_id=self.id)
+        MailThread = self.env["mail.thread"].with_context(
+            default_fetchmail_server_id=self.id,
+            **{GRAPH_IMPORT_SOURCE: GraphImportSource(self.id)},
+        )
         try:
             with self.env.cr.savepoint():
                 MailThread.message_process(

@@ -17,6 +17,7 @@ from ..services.sending_limits import (
     count_recipients,
     is_quota_refusal,
 )
+from ..services.sent_items import find_sent_copy, message_recipients
 
 _logger = logging.getLogger(__name__)
 
@@ -585,12 +586,24 @@ class IrMailServer(models.Model):
             # Sent outside Odoo's mail queue: no waiting room, so over budget is an error.
             self._microsoft_graph_admit_message(message)
         shared = self.microsoft_graph_mailbox_kind == "shared"
+        from_address = self._microsoft_graph_mailbox_address() if shared else None
         sender = sender or self._microsoft_graph_sender()
+        recipients = message_recipients(message)
         try:
-            sent = sender.send(
-                message,
-                from_address=self._microsoft_graph_mailbox_address() if shared else None,
+            handed_before = self.env["microsoft.outlook.graph.handover"]._hand_over(
+                message_id, recipients
             )
+            sent = handed_before and find_sent_copy(
+                sender.client, message_id, recipients, shared_address=from_address
+            )
+            if sent:
+                _logger.warning(
+                    "[Graph API] mail %s came back to the queue although Microsoft had accepted "
+                    "it (found in Sent Items): not sent again",
+                    message_id,
+                )
+            else:
+                sent = sender.send(message, from_address=from_address)
         except GraphAuthError as exc:
             self._microsoft_graph_record_error(exc)
             raise GraphSendDeferred(
@@ -646,7 +659,9 @@ class IrMailServer(models.Model):
         # Exchange counts the message from when it accepted it, a moment after it was
         # admitted: a window that ends from there never ends before Exchange's does.
         accepted = self._microsoft_graph_now().replace(microsecond=0) + timedelta(seconds=1)
-        self.env["microsoft.outlook.graph.send.ledger"].sudo()._confirm_sent(message_id, accepted)
+        self.env["microsoft.outlook.graph.send.ledger"].sudo()._confirm_sent(
+            self._microsoft_graph_budget_account(), message_id, accepted
+        )
         if not self.microsoft_graph_last_sent_at or (
             self.microsoft_graph_last_sent_at < now - LAST_SENT_RESOLUTION
         ):

@@ -89,7 +89,9 @@ class MailMail(models.Model):
             if gated and mails:
                 # What did not leave counts for nothing against the limits.
                 unsent = mails.filtered(lambda mail: mail.exists() and mail.state == "outgoing")
-                self.env["microsoft.outlook.graph.send.ledger"]._release(unsent.ids)
+                self.env["microsoft.outlook.graph.send.ledger"].sudo()._release(
+                    server.sudo()._microsoft_graph_budget_account(), unsent.ids
+                )
 
     def _microsoft_graph_is_bulk(self):
         """Mass mail, which goes after transactional mail (a password reset, an invoice)."""

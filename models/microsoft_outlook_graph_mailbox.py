@@ -87,10 +87,10 @@ class MicrosoftOutlookGraphMailbox(models.Model):
                    s.id AS mail_server_id,
                    NULL::integer AS fetchmail_server_id,
                    s.active,
-                   s.microsoft_graph_account_address AS account_address,
-                   s.microsoft_graph_tokens_sealed IS NOT NULL AS connected,
-                   COALESCE(s.microsoft_graph_needs_reconnect, false) AS needs_reconnect,
-                   s.microsoft_graph_token_expires_at AS token_expires_at,
+                   cs.account_address AS account_address,
+                   cs.tokens_sealed IS NOT NULL AS connected,
+                   COALESCE(cs.needs_reconnect, false) AS needs_reconnect,
+                   cs.token_expires_at AS token_expires_at,
                    s.microsoft_graph_last_sent_at AS last_activity,
                    s.microsoft_graph_paused_until AS paused_until,
                    (SELECT count(*) FROM mail_mail m
@@ -99,16 +99,18 @@ class MicrosoftOutlookGraphMailbox(models.Model):
                    (SELECT count(*) FROM mail_mail m
                       JOIN mail_message msg ON msg.id = m.mail_message_id
                      WHERE msg.mail_server_id = s.id AND m.state = 'outgoing') AS queued_count,
-                   s.microsoft_graph_last_error AS last_error,
+                   cs.last_error AS last_error,
                    (SELECT COALESCE(sum(l.recipient_count), 0)
                       FROM microsoft_outlook_graph_send_ledger l
-                     WHERE l.account = COALESCE(s.microsoft_graph_account_oid, lower(s.smtp_user))
+                     WHERE l.account = COALESCE(cs.account_oid, lower(s.smtp_user))
                        AND l.sent_at > (now() AT TIME ZONE 'UTC') - interval '1 day'
                    ) AS recipients_used,
                    (SELECT count(*) FROM mail_mail m
                      WHERE m.microsoft_graph_budget_server_id = s.id
                        AND m.state = 'outgoing') AS waiting_count
               FROM ir_mail_server s
+              LEFT JOIN microsoft_outlook_graph_connection cs
+                ON cs.res_model = 'ir.mail_server' AND cs.res_id = s.id
              WHERE s.smtp_authentication = 'microsoft_graph'
             UNION ALL
             SELECT f.id * 2 + 1,
@@ -119,19 +121,21 @@ class MicrosoftOutlookGraphMailbox(models.Model):
                    NULL::integer,
                    f.id,
                    f.active,
-                   f.microsoft_graph_account_address,
-                   f.microsoft_graph_tokens_sealed IS NOT NULL,
-                   COALESCE(f.microsoft_graph_needs_reconnect, false),
-                   f.microsoft_graph_token_expires_at,
+                   cf.account_address,
+                   cf.tokens_sealed IS NOT NULL,
+                   COALESCE(cf.needs_reconnect, false),
+                   cf.token_expires_at,
                    f.microsoft_graph_last_success,
                    NULL::timestamp,
                    (SELECT count(*) FROM microsoft_outlook_graph_failed_message m
                      WHERE m.server_id = f.id AND m.state = 'failed'),
                    0,
-                   COALESCE(f.microsoft_graph_last_error, f.error_message),
+                   COALESCE(cf.last_error, f.error_message),
                    0,
                    0
               FROM fetchmail_server f
+              LEFT JOIN microsoft_outlook_graph_connection cf
+                ON cf.res_model = 'fetchmail.server' AND cf.res_id = f.id
              WHERE f.server_type = 'microsoft_graph'
         """
 

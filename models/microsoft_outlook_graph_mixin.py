@@ -1,17 +1,15 @@
+import datetime
 import json
 import logging
 import os
-import time
-
-import psycopg2
 
 from odoo import api, fields, models, tools
 from odoo.exceptions import AccessError, UserError
 
-from ..services.auth import OutlookAuth, scopes_for
+from ..services.auth import OutlookAuth, TokenSet, scopes_for
 from ..services.endpoints import Endpoints, EndpointsError
 from ..services.errors import GraphAuthError, GraphConfigError, GraphError
-from ..services.graph import GraphClient
+from ..services.graph import GraphClient, quote_segment
 from ..services.vault import Vault, VaultError, config_secrets_from
 
 _logger = logging.getLogger(__name__)
@@ -21,13 +19,25 @@ CONFIG_SECRET_OPTION = "microsoft_outlook_graph_vault_secret"  # noqa: S105 - an
 REDIRECT_PATH = "/microsoft_outlook/confirm"
 # Refresh a little before Microsoft would refuse the access token.
 REFRESH_MARGIN = 300
-LOCK_ATTEMPTS = 3
+# The server's fields that show its connection, and the connection's fields they show.
+CONNECTION_FIELDS = {
+    "microsoft_graph_tokens_sealed": "tokens_sealed",
+    "microsoft_graph_token_expires_at": "token_expires_at",
+    "microsoft_graph_account_oid": "account_oid",
+    "microsoft_graph_account_tid": "account_tid",
+    "microsoft_graph_account_name": "account_name",
+    "microsoft_graph_account_address": "account_address",
+    "microsoft_graph_scopes": "scopes",
+    "microsoft_graph_needs_reconnect": "needs_reconnect",
+    "microsoft_graph_last_error": "last_error",
+}
 
 
 class MicrosoftOutlookGraphMixin(models.AbstractModel):
     """An Outlook mailbox reached through Microsoft Graph: its connection and tokens.
 
-    Tokens live only in ``microsoft_graph_tokens_sealed``, sealed by the vault;
+    Tokens live only in the server's connection (``microsoft.outlook.graph.connection``),
+    sealed by the vault;
     every HTTP call and every cryptographic step is made by ``services``.
     """
 
@@ -46,21 +56,48 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
         help="A shared mailbox is reached through the Microsoft account that connects it; "
         "that account needs Full Access (and Send As to send) in Exchange.",
     )
+    # The connection lives in its own table, written only on cursors of its own
+    # (microsoft.outlook.graph.connection); the server reads it through these fields. They
+    # are computed without dependencies on purpose: whoever writes the connection clears
+    # the caches (a trigger would look for servers by a field no query can filter on).
+    microsoft_graph_connection_id = fields.Many2one(
+        "microsoft.outlook.graph.connection",
+        compute="_compute_microsoft_graph_connection",
+        compute_sudo=True,
+        groups="base.group_system",
+    )
     microsoft_graph_tokens_sealed = fields.Char(
-        "Sealed Microsoft Tokens", groups="base.group_system", copy=False
+        "Sealed Microsoft Tokens",
+        compute="_compute_microsoft_graph_connection",
+        compute_sudo=True,
+        groups="base.group_system",
     )
     microsoft_graph_token_expires_at = fields.Datetime(
-        "Access Token Expiry", copy=False, readonly=True
+        "Access Token Expiry", compute="_compute_microsoft_graph_connection", compute_sudo=True
     )
-    microsoft_graph_account_oid = fields.Char("Microsoft Account Id", copy=False, readonly=True)
-    microsoft_graph_account_tid = fields.Char("Microsoft Tenant Id", copy=False, readonly=True)
-    microsoft_graph_account_name = fields.Char("Connected Account", copy=False, readonly=True)
+    microsoft_graph_account_oid = fields.Char(
+        "Microsoft Account Id", compute="_compute_microsoft_graph_connection", compute_sudo=True
+    )
+    microsoft_graph_account_tid = fields.Char(
+        "Microsoft Tenant Id", compute="_compute_microsoft_graph_connection", compute_sudo=True
+    )
+    microsoft_graph_account_name = fields.Char(
+        "Connected Account", compute="_compute_microsoft_graph_connection", compute_sudo=True
+    )
     microsoft_graph_account_address = fields.Char(
-        "Connected Account Address", copy=False, readonly=True
+        "Connected Account Address",
+        compute="_compute_microsoft_graph_connection",
+        compute_sudo=True,
     )
-    microsoft_graph_scopes = fields.Char("Granted Permissions", copy=False, readonly=True)
-    microsoft_graph_needs_reconnect = fields.Boolean(copy=False, readonly=True)
-    microsoft_graph_last_error = fields.Text("Last Microsoft Error", copy=False, readonly=True)
+    microsoft_graph_scopes = fields.Char(
+        "Granted Permissions", compute="_compute_microsoft_graph_connection", compute_sudo=True
+    )
+    microsoft_graph_needs_reconnect = fields.Boolean(
+        compute="_compute_microsoft_graph_connection", compute_sudo=True
+    )
+    microsoft_graph_last_error = fields.Text(
+        "Last Microsoft Error", compute="_compute_microsoft_graph_connection", compute_sudo=True
+    )
     microsoft_graph_status = fields.Selection(
         [
             ("not_connected", "Not connected"),
@@ -84,6 +121,15 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
                 record.microsoft_graph_status = "reconnect"
             else:
                 record.microsoft_graph_status = "valid"
+
+    def _compute_microsoft_graph_connection(self):
+        Connection = self.env["microsoft.outlook.graph.connection"].sudo()
+        connections = Connection._of(self._origin)
+        for record in self:
+            connection = connections.get(record._origin.id, Connection)
+            record.microsoft_graph_connection_id = connection
+            for name, source in CONNECTION_FIELDS.items():
+                record[name] = connection[source]
 
     def _compute_microsoft_graph_vault_warning(self):
         self.microsoft_graph_vault_warning = not self._microsoft_graph_vault().has_config_secret
@@ -110,8 +156,7 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
         vault = self._microsoft_graph_vault()
         resealed = unreadable = 0
         sealed_fields = (
-            ("ir.mail_server", "microsoft_graph_tokens_sealed", "token"),
-            ("fetchmail.server", "microsoft_graph_tokens_sealed", "token"),
+            ("microsoft.outlook.graph.connection", "tokens_sealed", "token"),
             ("microsoft.outlook.graph.subscription", "client_state_sealed", "client_state"),
         )
         for model_name, field_name, purpose in sealed_fields:
@@ -290,7 +335,9 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
             )
         if self.microsoft_graph_mailbox_kind == "shared":
             try:
-                client.get_json(f"/users/{address}/mailFolders/inbox", params={"$select": "id"})
+                client.get_json(
+                    f"/users/{quote_segment(address)}/mailFolders/inbox", params={"$select": "id"}
+                )
             except GraphError:
                 raise UserError(
                     self.env._(
@@ -301,14 +348,14 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
                         mailbox=address,
                     )
                 ) from None
+        self.active = True
         self._microsoft_graph_store_tokens(
             token_set,
             account={
-                "active": True,
-                "microsoft_graph_account_oid": token_set.oid,
-                "microsoft_graph_account_tid": token_set.tid,
-                "microsoft_graph_account_name": me.get("displayName") or token_set.name,
-                "microsoft_graph_account_address": me.get("mail") or token_set.username,
+                "account_oid": token_set.oid,
+                "account_tid": token_set.tid,
+                "account_name": me.get("displayName") or token_set.name,
+                "account_address": me.get("mail") or token_set.username,
             },
         )
         _logger.info(
@@ -354,19 +401,28 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
         return True
 
     def _microsoft_graph_wipe(self):
-        self.write(
-            {
-                "microsoft_graph_tokens_sealed": False,
-                "microsoft_graph_token_expires_at": False,
-                "microsoft_graph_account_oid": False,
-                "microsoft_graph_account_tid": False,
-                "microsoft_graph_account_name": False,
-                "microsoft_graph_account_address": False,
-                "microsoft_graph_scopes": False,
-                "microsoft_graph_needs_reconnect": False,
-                "microsoft_graph_last_error": False,
-            }
-        )
+        Connection = self.env["microsoft.outlook.graph.connection"]
+        for record in self.filtered("microsoft_graph_connection_id"):
+            Connection._write_committed(
+                record,
+                {
+                    "tokens_sealed": False,
+                    "token_expires_at": False,
+                    "account_oid": False,
+                    "account_tid": False,
+                    "account_name": False,
+                    "account_address": False,
+                    "scopes": False,
+                    "needs_reconnect": False,
+                    "last_error": False,
+                },
+            )
+
+    def unlink(self):
+        connections = self.env["microsoft.outlook.graph.connection"]._of(self)
+        result = super().unlink()
+        self.env["microsoft.outlook.graph.connection"].concat(*connections.values()).unlink()
+        return result
 
     def _microsoft_graph_test_action(self, checks, **params):
         """The notification that a connection test passed, with what it checked."""
@@ -399,7 +455,9 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
                 )
             ]
             if self.microsoft_graph_mailbox_kind == "shared":
-                client.get_json(f"/users/{address}/mailFolders/inbox", params={"$select": "id"})
+                client.get_json(
+                    f"/users/{quote_segment(address)}/mailFolders/inbox", params={"$select": "id"}
+                )
                 checks.append(self.env._("The connected account can open the mailbox %s.", address))
                 if self._microsoft_graph_direction == "outgoing":
                     checks.append(
@@ -427,101 +485,99 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
             return False
         return True
 
-    def _microsoft_graph_store_tokens(self, token_set, account=None):
-        """Seal a fresh token set on this record (after connect or refresh)."""
+    def _microsoft_graph_store_tokens(self, token_set, account=None, connection=None):
+        """Seal a fresh token set (after connect or refresh) and commit it at once.
+
+        connection: the server's connection already locked on a cursor of its own (a
+        refresh); else one is locked for this write.
+        """
         self.ensure_one()
-        sealed = self._microsoft_graph_vault().seal(
-            json.dumps(
-                {
-                    "access_token": token_set.access_token,
-                    "refresh_token": token_set.refresh_token,
-                    "expires_at": token_set.expires_at,
-                }
-            ),
-            "token",
-        )
         values = {
-            "microsoft_graph_tokens_sealed": sealed,
-            "microsoft_graph_token_expires_at": fields.Datetime.to_datetime(
-                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(token_set.expires_at))
+            "tokens_sealed": self._microsoft_graph_vault().seal(
+                json.dumps(token_set.to_dict()), "token"
             ),
-            "microsoft_graph_scopes": " ".join(sorted(token_set.scopes)),
-            "microsoft_graph_needs_reconnect": False,
-            "microsoft_graph_last_error": False,
+            "token_expires_at": _naive_utc(token_set.expires_at),
+            "scopes": " ".join(sorted(token_set.scopes)),
+            "needs_reconnect": False,
+            "last_error": False,
+            **(account or {}),
         }
-        if account:
-            values.update(account)
-        self.sudo().write(values)
+        if connection is None:
+            self.env["microsoft.outlook.graph.connection"]._write_committed(self, values)
+        else:
+            connection.write(values)
 
     def _microsoft_graph_access_token(self, force_refresh=False):
-        """Return a valid access token, refreshing it under a row lock when needed.
+        """Return a valid access token, refreshing it when it is about to expire."""
+        return self._microsoft_graph_tokens(force_refresh).access_token
 
-        The refresh runs on its own cursor and commits at once: Microsoft rotates
-        the refresh token, and a rollback of the caller's transaction must not
-        lose the new one.
+    def _microsoft_graph_tokens(self, force_refresh=False):
+        """The TokenSet to use now, refreshed under the connection's lock when needed.
+
+        The refresh runs on a cursor of its own and commits at once: Microsoft rotates the
+        refresh token, and a rollback of the caller's transaction must not lose the new
+        one. It writes only the connection's row, which the caller never writes, so the
+        caller's later writes of the server row meet no concurrent update.
         """
         self.ensure_one()
         record = self.sudo()
         tokens = record._microsoft_graph_open_tokens()
-        if not force_refresh and tokens["expires_at"] - REFRESH_MARGIN > time.time():
-            return tokens["access_token"]
-        # What this transaction wrote must be visible to the locking cursor (in tests
-        # the two share a transaction; in production it was committed long ago).
-        record.flush_recordset()
-        try:
-            with self.env.registry.cursor() as cr:
-                return record.with_env(record.env(cr=cr))._microsoft_graph_refresh_locked(
-                    tokens["access_token"], force_refresh
-                )
-        finally:
-            record.invalidate_recordset()
-
-    def _microsoft_graph_refresh_locked(self, seen_access_token, force_refresh):
-        """On a new cursor of its own: refresh unless another worker just did, then commit."""
-        cr = self.env.cr
-        for attempt in range(LOCK_ATTEMPTS):
+        if not force_refresh and not tokens.expires_within(REFRESH_MARGIN):
+            return tokens
+        with self.env["microsoft.outlook.graph.connection"]._locked(record) as connection:
+            fresh = record._microsoft_graph_open_tokens(connection)
+            if fresh.access_token != tokens.access_token or (
+                not force_refresh and not fresh.expires_within(REFRESH_MARGIN)
+            ):
+                # Another worker refreshed while this one waited for the lock.
+                return fresh
             try:
-                cr.execute(
-                    f'SELECT 1 FROM "{self._table}" WHERE id = %s FOR NO KEY UPDATE',  # noqa: S608
-                    [self.id],
-                    log_exceptions=False,
+                token_set = record._microsoft_graph_auth().refresh(
+                    fresh.refresh_token, record._microsoft_graph_scopes_requested()
                 )
-                break
-            except psycopg2.errors.SerializationFailure:
-                # The lock holder refreshed and committed while we waited: under
-                # REPEATABLE READ a new transaction is needed to see its tokens.
-                cr.rollback()  # pylint: disable=invalid-commit
-                if attempt == LOCK_ATTEMPTS - 1:
-                    raise
-        # Read what the previous lock holder committed, not what this cursor cached.
-        self.invalidate_recordset()
-        fresh = self._microsoft_graph_open_tokens()
-        if fresh["access_token"] != seen_access_token or (
-            not force_refresh and fresh["expires_at"] - REFRESH_MARGIN > time.time()
-        ):
-            return fresh["access_token"]
-        try:
-            token_set = self._microsoft_graph_auth().refresh(
-                fresh["refresh_token"], self._microsoft_graph_scopes_requested()
-            )
-        except GraphAuthError as exc:
-            self._microsoft_graph_mark_reconnect(exc)
-            cr.commit()  # pylint: disable=invalid-commit
-            raise
-        self._microsoft_graph_store_tokens(token_set)
-        cr.commit()  # pylint: disable=invalid-commit
-        return token_set.access_token
+            except GraphAuthError as exc:
+                # Committed with the block: the flag must outlive the caller's rollback.
+                record._microsoft_graph_mark_reconnect(exc, connection)
+                refused = exc
+            else:
+                record._microsoft_graph_store_tokens(token_set, connection=connection)
+                return token_set
+        raise refused
 
-    def _microsoft_graph_open_tokens(self):
-        sealed = self.microsoft_graph_tokens_sealed
-        if not sealed or self.microsoft_graph_needs_reconnect:
+    def _microsoft_graph_token_provider(self):
+        """A token provider for one client: the token it got last, while it is valid.
+
+        Under REPEATABLE READ the caller keeps reading the tokens it saw at its start; the
+        provider keeps what a refresh returned instead of asking the connection again
+        for every request.
+        """
+        record = self.sudo()
+        last = []
+
+        def access_token(force_refresh=False):
+            if force_refresh or not last or last[0].expires_within(REFRESH_MARGIN):
+                last[:] = [record._microsoft_graph_tokens(force_refresh)]
+            return last[0].access_token
+
+        return access_token
+
+    def _microsoft_graph_open_tokens(self, connection=None):
+        """The stored TokenSet, from connection when given, else from what this record reads."""
+        if connection is not None:
+            sealed, needs_reconnect = connection.tokens_sealed, connection.needs_reconnect
+        else:
+            sealed = self.microsoft_graph_tokens_sealed
+            needs_reconnect = self.microsoft_graph_needs_reconnect
+        if not sealed or needs_reconnect:
             raise GraphAuthError(
                 user_message=self.env._(
                     "The Outlook account of %s is not connected: reconnect it.", self.display_name
                 )
             )
         try:
-            return json.loads(self._microsoft_graph_vault().open(sealed, "token"))
+            return TokenSet.from_dict(
+                json.loads(self._microsoft_graph_vault().open(sealed, "token"))
+            )
         except VaultError:
             raise GraphAuthError(
                 user_message=self.env._(
@@ -531,28 +587,33 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
                 )
             ) from None
 
-    def _microsoft_graph_mark_reconnect(self, error):
-        """Flag the server once and tell its administrators once, not every run."""
+    def _microsoft_graph_mark_reconnect(self, error, connection=None):
+        """Flag the server once and tell its administrators once, not every run.
+
+        Committed at once, on the locked connection when given: the flag must outlive a
+        rollback of the caller, or every later run would ask Microsoft again.
+        """
         self.ensure_one()
-        already = self.microsoft_graph_needs_reconnect
-        self.write(
-            {
-                "microsoft_graph_needs_reconnect": True,
-                "microsoft_graph_last_error": error.user_message,
-            }
+        if connection is None:
+            with self.env["microsoft.outlook.graph.connection"]._locked(self) as locked:
+                return self._microsoft_graph_mark_reconnect(error, locked)
+        already = connection.needs_reconnect
+        connection.write({"needs_reconnect": True, "last_error": error.user_message})
+        if already:
+            return None
+        _logger.warning(
+            "[Graph API] %s #%s (%s) needs to be reconnected: %s",
+            self._name,
+            self.id,
+            self._microsoft_graph_mailbox_address(),
+            error.code,
         )
-        if not already:
-            _logger.warning(
-                "[Graph API] %s #%s (%s) needs to be reconnected: %s",
-                self._name,
-                self.id,
-                self._microsoft_graph_mailbox_address(),
-                error.code,
-            )
-            self._microsoft_graph_notify_admins(
-                self.env._("Outlook mailbox %s must be reconnected", self.display_name),
-                error.user_message,
-            )
+        # The notice is committed with the flag: told once, whatever the caller does next.
+        self.with_env(connection.env)._microsoft_graph_notify_admins(
+            self.env._("Outlook mailbox %s must be reconnected", self.display_name),
+            error.user_message,
+        )
+        return None
 
     def _microsoft_graph_notify_admins(self, subject, body):
         admins = self.env.ref("base.group_system").sudo().all_user_ids.filtered("active")
@@ -569,10 +630,13 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
             )
 
     def _microsoft_graph_record_error(self, error):
+        """Note Microsoft's refusal on the connection, committed apart from the caller."""
         if isinstance(error, GraphAuthError):
             self.sudo()._microsoft_graph_mark_reconnect(error)
         elif isinstance(error, (GraphConfigError, GraphError)):
-            self.sudo().microsoft_graph_last_error = error.user_message
+            self.env["microsoft.outlook.graph.connection"]._write_committed(
+                self, {"last_error": error.user_message}
+            )
 
     def _microsoft_graph_client(self):
         self.ensure_one()
@@ -581,6 +645,11 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
         return GraphClient(
             endpoints,
             endpoints.session(),
-            self._microsoft_graph_access_token,
+            self._microsoft_graph_token_provider(),
             mailbox=address if self.microsoft_graph_mailbox_kind == "shared" else None,
         )
+
+
+def _naive_utc(timestamp):
+    """A POSIX timestamp as the naive UTC datetime Odoo stores."""
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).replace(tzinfo=None)

@@ -2,16 +2,15 @@ import contextlib
 import logging
 from datetime import timedelta
 
-from psycopg2.extensions import ISOLATION_LEVEL_READ_COMMITTED
-
 from odoo import api, fields, models
-from odoo.orm.environments import Transaction
-from odoo.sql_db import Cursor
+from odoo.tools import email_normalize
 
-from ..services.sending_limits import Budget
+from ..services.sending_limits import Budget, generated_by_exchange
+from .committed_cursor import committed_cursor
 
 _logger = logging.getLogger(__name__)
 
+GRAPH = "microsoft_graph"
 # Namespace of the advisory locks that serialize the budget of one account.
 LEDGER_LOCK = 0x4D534C47
 # Entries are purged once they count for no limit any more (with room for a time scale > 1).
@@ -64,44 +63,67 @@ class MicrosoftOutlookGraphSendLedger(models.Model):
         previous lock holder wrote is seen as soon as the lock is granted; two workers never
         spend one budget twice.
         """
-        with self.env.registry.cursor() as cr:
-            if isinstance(cr, Cursor):
-                # Under Odoo's REPEATABLE READ, the snapshot would predate the wait for the lock.
-                cr.connection.set_isolation_level(ISOLATION_LEVEL_READ_COMMITTED)
-            if cr.transaction is None:
-                # This registry, without looking it up again (a lookup waits for the lock
-                # that a registry being loaded or tested holds).
-                cr.transaction = Transaction(self.env.registry)
-            cr.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [LEDGER_LOCK, account])
-            yield self.with_env(self.env(cr=cr))
+        with committed_cursor(self.env) as env:
+            env.cr.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [LEDGER_LOCK, account])
+            yield self.with_env(env)
 
     @api.model
-    def _confirm_sent(self, message_id, accepted_at):
-        """Move the entries of a sent message to when Microsoft accepted it, if later."""
-        self.search([("message_id", "=", message_id), ("sent_at", "<", accepted_at)]).write(
-            {"sent_at": accepted_at}
-        )
+    def _confirm_sent(self, account, message_id, accepted_at):
+        """Move the entries of a sent message to when Microsoft accepted it, if later.
+
+        In the ledger's own locked transaction, where the entries were written: the caller's
+        transaction may not see them yet.
+        """
+        with self._locked(account) as ledger:
+            ledger.search(
+                [
+                    ("account", "=", account),
+                    ("message_id", "=", message_id),
+                    ("sent_at", "<", accepted_at),
+                ]
+            ).write({"sent_at": accepted_at})
 
     @api.model
-    def _release(self, mail_ids):
+    def _release(self, account, mail_ids):
         """Forget the entries of mails that did not leave: they count for nothing."""
         if mail_ids:
-            self.sudo().search([("mail_id", "in", list(mail_ids))]).unlink()
+            with self._locked(account) as ledger:
+                ledger.search(
+                    [("account", "=", account), ("mail_id", "in", list(mail_ids))]
+                ).unlink()
 
     @api.model
-    def _requeue_refused(self, message_id):
+    def _requeue_refused(self, message_id, report, incoming_server_id):
         """Exchange reported that it refused the mail of message_id for the recipient rate.
 
-        The mail counted for nothing at Microsoft: its entries go, and it waits in the queue
-        again, after a back-off (the ledger undercounted). A mail that Odoo already deleted
-        after sending cannot wait again: its recipients' notifications show the failure, so
-        the author can resend it. False when the mail was not sent through Graph.
+        Believed only when it provably comes from the sending account's own Microsoft 365
+        (``_trusted_report_senders``): anyone who received one of the company's mails knows
+        a Message-ID and can write such a report. The mail counted for nothing at Microsoft:
+        its entries go, and it waits in the queue again, after a back-off (the ledger
+        undercounted). A mail that Odoo already deleted after sending cannot wait again: its
+        recipients' notifications show the failure, so the author can resend it. False when
+        the report is not believed or names no mail sent through Graph.
         """
         entries = self.search([("message_id", "=", message_id)])
         if not entries:
             return False
-        servers = entries.mail_server_id
-        entries.unlink()
+        servers = self._trusted_report_senders(entries.mail_server_id, report, incoming_server_id)
+        if not servers:
+            _logger.warning(
+                "[Graph API] a report claims Exchange refused mail %s for the daily recipient "
+                "limit, but it was not read from the sending account's own mailbox through "
+                "Microsoft Graph with Exchange's marks: nothing changed",
+                message_id,
+            )
+            return False
+        entries = entries.filtered(lambda entry: entry.mail_server_id in servers)
+        for account in set(entries.mapped("account")):
+            with self._locked(account) as ledger:
+                ledger.search([("account", "=", account), ("message_id", "=", message_id)]).unlink()
+        # The report proves the mail did not leave: its next attempt is no resend.
+        self.env["microsoft.outlook.graph.handover"].search(
+            [("message_id", "=", message_id)]
+        ).unlink()
         for server in servers:
             server._microsoft_graph_quota_refused()
         server = servers[:1]
@@ -152,6 +174,36 @@ class MicrosoftOutlookGraphSendLedger(models.Model):
             "back in the queue" if mails else "already deleted, its notifications show the failure",
         )
         return True
+
+    @api.model
+    def _trusted_report_senders(self, servers, report, incoming_server_id):
+        """The servers among servers whose Microsoft 365 provably wrote report.
+
+        It must have been read through Graph (``incoming_server_id``, set by this addon's
+        import only) from a mailbox of the same Microsoft tenant that the server sends from
+        (the mailbox itself, or the account that sends as it), and carry the marks Exchange
+        puts on what it generates inside the organization, which its header firewall strips
+        from mail coming from outside.
+        """
+        if not incoming_server_id or not generated_by_exchange(report):
+            return servers.browse()
+        incoming = self.env["fetchmail.server"].sudo().browse(incoming_server_id).exists()
+        if (
+            not incoming
+            or incoming.server_type != GRAPH
+            or not incoming.microsoft_graph_account_tid
+        ):
+            return servers.browse()
+        mailbox = incoming._microsoft_graph_mailbox_address()
+        return servers.filtered(
+            lambda server: server.smtp_authentication == GRAPH
+            and server.microsoft_graph_account_tid == incoming.microsoft_graph_account_tid
+            and mailbox
+            in {
+                server._microsoft_graph_mailbox_address(),
+                email_normalize(server.microsoft_graph_account_address or ""),
+            }
+        )
 
     @api.autovacuum
     def _gc_old_entries(self):

@@ -18,6 +18,7 @@ from . import (
 )
 from .directory import Directory
 from .faults import FaultInjector
+from .header_firewall import strip_organization_headers
 from .limits import Limits
 from .messages import parse_moment
 from .server import HttpsServer, Pipeline
@@ -171,10 +172,14 @@ class Sandbox:
             return self.directory.require_mailbox(address)
 
     def deliver(self, mailbox_address, raw_mime, folder="inbox", received=None):
-        """Put a message into a folder as if it had arrived; returns its Graph id."""
+        """Put a message into a folder as if it had arrived from outside the organization
+        (Exchange's header firewall applied); returns its Graph id."""
+        raw = raw_mime.encode("utf-8") if isinstance(raw_mime, str) else bytes(raw_mime)
         with self.lock:
             moment = parse_moment(received) if received is not None else self.clock.datetime()
-            return self.directory.deliver(mailbox_address, raw_mime, folder, moment).id
+            return self.directory.deliver(
+                mailbox_address, strip_organization_headers(raw), folder, moment
+            ).id
 
     def messages(self, mailbox_address, folder="inbox"):
         """The messages of a folder, oldest delivery first."""

@@ -267,6 +267,10 @@ def quota_ndr(mailbox, transmitted, recipients, now, nonce):
     head += [
         "Auto-Submitted: auto-replied",
         "X-MS-Exchange-Message-Is-Ndr:",
+        # Generated inside the organization: Exchange marks it so (header_firewall.py).
+        "X-MS-Exchange-Organization-AuthAs: Internal",
+        "X-MS-Exchange-Organization-AuthSource: " + reporter,
+        "X-MS-Exchange-Organization-SCL: -1",
         "MIME-Version: 1.0",
         f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
     ]

@@ -434,3 +434,22 @@ def parse_quota_ndr(raw_mime):
         or _first_id(message.get("In-Reply-To"))
         or _first_id(message.get("References"))
     )
+
+
+# Who Exchange Online names as the sender of the reports it generates itself.
+EXCHANGE_REPORTERS = frozenset({"microsoftexchange329e71ec88ae4615bbc36ab6ce41109e", "postmaster"})
+
+
+def generated_by_exchange(message):
+    """Whether a message carries the marks of a report that Exchange generated inside the
+    organization: Exchange's reporting sender and ``X-MS-Exchange-Organization-AuthAs:
+    Internal``.
+
+    Exchange's header firewall removes every ``X-MS-Exchange-Organization-*`` header from mail
+    that enters the organization from outside (Microsoft, "Header firewall"), so read from the
+    mailbox through Graph, that header cannot come from an outside sender. Anywhere else (a
+    mail gateway, another IMAP server) it proves nothing: the caller decides where it was read.
+    """
+    auth_as = str(message.get("X-MS-Exchange-Organization-AuthAs") or "").strip().lower()
+    sender = email.utils.parseaddr(str(message.get("From") or ""))[1].lower()
+    return auth_as == "internal" and sender.partition("@")[0] in EXCHANGE_REPORTERS

@@ -30,8 +30,8 @@ class TestHealth(GraphTransactionCase):
         self.assertEqual(outgoing_row.action_open_server()["res_id"], self.outgoing.id)
 
     def test_a_server_needing_reconnect_needs_attention(self):
-        self.outgoing.sudo().write(
-            {"microsoft_graph_needs_reconnect": True, "microsoft_graph_last_error": "Revoked."}
+        self.env["microsoft.outlook.graph.connection"]._write_committed(
+            self.outgoing, {"needs_reconnect": True, "last_error": "Revoked."}
         )
         self.env.flush_all()
         [row] = self.Mailbox.search([("needs_attention", "=", True)])

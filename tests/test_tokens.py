@@ -48,8 +48,13 @@ class TestTokens(GraphTransactionCase):
     def test_refresh_before_expiry_rotates_the_refresh_token(self):
         before = self.sealed_tokens()
         tokens = dict(before, expires_at=int(time.time()) + 60)
-        self.server.sudo().microsoft_graph_tokens_sealed = (
-            self.server._microsoft_graph_vault().seal(json.dumps(tokens), "token")
+        self.env["microsoft.outlook.graph.connection"]._write_committed(
+            self.server,
+            {
+                "tokens_sealed": self.server._microsoft_graph_vault().seal(
+                    json.dumps(tokens), "token"
+                )
+            },
         )
         token = self.server._microsoft_graph_access_token()
         after = self.sealed_tokens()

@@ -3,6 +3,7 @@ against the sandbox's own drain), NDR parsing and quota recognition."""
 
 import base64
 import datetime
+import email
 import json
 import random
 import sys
@@ -23,6 +24,7 @@ from services.sending_limits import (
     Limits,
     count_recipients,
     forecast,
+    generated_by_exchange,
     is_quota_refusal,
     parse_quota_ndr,
     too_many_recipients,
@@ -511,3 +513,17 @@ def test_a_client_admitting_with_a_minute_of_hold_is_never_refused(sandbox, grap
     assert all(d.delivered_at <= d.time + 60 for d in out)  # held a minute at most
     drained = max(d.delivered_at for d in out)
     assert abs(drained - plan.empties_at) < 60, drained - plan.empties_at
+
+
+def test_a_report_generated_by_exchange_carries_its_marks():
+    """The sandbox's report (generated inside the organization) has them; the same report
+    without AuthAs Internal, or from another sender, does not."""
+    ndr = email.message_from_bytes(quota_ndr(_Box, ORIGINAL, ["bob@example.test"], T0, 7))
+    assert generated_by_exchange(ndr)
+    del ndr["X-MS-Exchange-Organization-AuthAs"]
+    assert not generated_by_exchange(ndr)
+    forged = email.message_from_bytes(dsn(QUOTA_STATUS, ""))
+    forged["X-MS-Exchange-Organization-AuthAs"] = "Internal"
+    assert generated_by_exchange(forged)  # postmaster: the header is what outsiders lose
+    forged.replace_header("From", "Exchange <postmaster.fake@attacker.test>")
+    assert not generated_by_exchange(forged)

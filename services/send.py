@@ -453,6 +453,17 @@ class _Run:
                 f"connected account in the Exchange admin center (Recipients > Mailboxes > "
                 f"{sender} > Delegation).",
             )
+        if code == "erroraccessdenied" and self.from_address and self.mailbox:
+            # Through /users/{shared}/...: Full Access is needed besides Send As or Send on
+            # Behalf ("Send Outlook messages from another user", Sent Items behavior).
+            return _reworded(
+                error,
+                f"Microsoft 365 refused to send through the mailbox {sender}: sending through a "
+                "shared mailbox needs Full Access on it (besides Send As or Send on Behalf) in "
+                "the Exchange admin center, and the Mail.Send.Shared permission in the Azure "
+                "app. Without Full Access, mail can go through the connected account's own "
+                "mailbox instead (its copy then lands in that account's Sent Items).",
+            )
         if code == "erroraccessdenied" and self.from_address:
             return _reworded(
                 error,

@@ -357,6 +357,9 @@ def test_the_default_still_sends_small_shared_mail_through_the_shared_mailbox(sa
             odoo_mail(SALES, message_id="<2.odoo@contoso.test>"), from_address=SALES
         )
     assert caught.value.status == 403
+    # The error names both rights that route needs: Full Access, and the permission.
+    text = caught.value.user_message
+    assert "Full Access" in text and "Mail.Send.Shared" in text, text
 
 
 def test_without_send_as_or_on_behalf_the_error_names_the_rights(sandbox, make_sender):

@@ -237,7 +237,11 @@ class TestConnectBadInput(GraphHttpCase):
             self.server.test_smtp_connection()
 
     def test_post_without_csrf_token(self):
-        response = self.url_open(CONFIRM, data={"state": "x", "code": "y"}, allow_redirects=False)
+        with self.assertLogs("odoo.http", "WARNING") as logged:
+            response = self.url_open(
+                CONFIRM, data={"state": "x", "code": "y"}, allow_redirects=False
+            )
+        self.assertIn("No CSRF validation token", logged.output[0])
         self.assertIn(response.status_code, (400, 403))
         self.assertEqual(self.server.microsoft_graph_status, "not_connected")
 

@@ -211,14 +211,11 @@ class OdooServer:
         return pids
 
     def cron_worker_pid(self):
-        """The cron worker's pid (its process title says so), or None."""
-        for pid in self.group_pids():
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"cron" in cmdline:
-                return pid
+        """The live cron worker's pid, from the master's "Worker WorkerCron (pid) alive"."""
+        alive = re.findall(r"Worker WorkerCron \((\d+)\) alive", self.log_since(0))
+        for pid in reversed(alive):
+            if int(pid) in self.group_pids():
+                return int(pid)
         return None
 
     def pids_talking_to(self, port):
@@ -287,6 +284,8 @@ class Odoo:
         if "error" in body:
             data = body["error"].get("data") or {}
             raise RpcError(f"{data.get('name')}: {data.get('message')}\n{data.get('debug', '')}")
+        if "result" not in body:
+            raise RpcError(f"no result in the answer to {path}: {str(body)[:500]}")
         return body["result"]
 
     def call(self, model, method, *args, timeout=300, **kwargs):
@@ -339,6 +338,23 @@ class Odoo:
             [("cron_id", "=", cron_id), ("call_at", "<=", _utc_now())],
         )
         return not due
+
+    def run_cron(self, xmlid, timeout=120):
+        """Trigger a cron and wait until the cron worker logged the end of one run of it."""
+        cron_id = self.ref(xmlid)
+        ended = re.compile(rf"Job '[^']*' \({cron_id}\) (fully done|partially done|failed)")
+        mark = self.server.log_size()
+        self.trigger(xmlid)
+        wait_for(
+            lambda: ended.search(self.server.log_since(mark)),
+            timeout,
+            f"a run of the cron {xmlid} to end",
+        )
+
+
+def utc_ago(seconds):
+    """An Odoo Datetime string, seconds ago."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() - seconds))
 
 
 def _utc_now():
@@ -415,6 +431,9 @@ class Mailboxes:
         self.odoo.call("fetchmail.server", "button_confirm_login", [server_id])
         state = self.odoo.read_one("fetchmail.server", server_id, ["state"])["state"]
         assert state == "done", state
+        # The position "from now" is taken at the connection, or else by the first run:
+        # mail delivered before that run would not be new mail.
+        self.odoo.run_cron(FETCH_CRON)
         return server_id
 
     def close(self):
@@ -515,6 +534,69 @@ def drive_queue(odoo, mail_ids, timeout, also=None):
         if odoo.cron_idle(QUEUE_CRON):
             odoo.trigger(QUEUE_CRON)
         time.sleep(0.5)
+
+
+def drive_import(odoo, message_ids, timeout):
+    """Trigger the fetchmail cron until Odoo imported every one of message_ids; return the
+    import counts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = imports(odoo, message_ids)
+        if all(counts.values()):
+            return counts
+        if time.monotonic() > deadline:
+            missing = [message_id for message_id, count in counts.items() if not count]
+            pytest.fail(f"{len(missing)} messages not imported after {timeout} s: {missing[:5]}")
+        if odoo.cron_idle(FETCH_CRON):
+            odoo.trigger(FETCH_CRON)
+        time.sleep(0.5)
+
+
+def drive(odoo, cron, predicate, timeout, what):
+    """Trigger cron whenever it is idle until predicate() is truthy; return its value."""
+
+    def done():
+        value = predicate()
+        if not value and odoo.cron_idle(cron):
+            odoo.trigger(cron)
+        return value
+
+    return wait_for(done, timeout, what, step=0.5)
+
+
+def deliver_incoming(sb, address, count, tag):
+    """Deliver count new messages into the Inbox of address; return their Message-IDs."""
+    message_ids = []
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", tag)
+    for n in range(count):
+        message_id = f"<{slug}-{n}-{time.monotonic_ns()}@customer.example.com>"
+        sb.deliver(address, incoming_mime(address, f"{tag} {n}", message_id))
+        message_ids.append(message_id)
+    return message_ids
+
+
+def hold_after(fault, skipped):
+    """Let the first skipped requests that match fault pass; the fault fires from then on.
+
+    The sandbox's faults fire on the first matches; a kill "in the middle of a page" needs
+    the second request of a kind held, not the first.
+    """
+    matches = fault.matches
+    seen = itertools.count()
+    fault.matches = lambda request: matches(request) and next(seen) >= skipped
+    return fault
+
+
+def kill_cron_worker_in_request(server, sb, fault, timeout=60):
+    """Wait until the sandbox holds a request of fault, then SIGKILL the cron worker, which
+    must be connected to the sandbox (HTTP workers may keep idle connections to it too);
+    return its pid."""
+    pid = server.cron_worker_pid()
+    wait_for(lambda: fault.hits >= 1, timeout, "the sandbox to hold the request")
+    talking = server.pids_talking_to(sb.port)
+    assert pid in talking, f"the cron worker {pid} is not the one talking to Graph: {talking}"
+    os.kill(pid, signal.SIGKILL)
+    return pid
 
 
 def assert_clean_log(server, offset):

@@ -560,6 +560,13 @@ class IrMailServer(models.Model):
         return GraphSender(
             self._microsoft_graph_client(),
             save_to_sent_items=self.microsoft_graph_save_to_sent_items,
+            # Every /users/{shared}/... route needs Full Access; Send As alone goes through /me.
+            shared_via_me=self._microsoft_graph_sends_via_me(),
+        )
+
+    def _microsoft_graph_sends_via_me(self):
+        return (
+            self.microsoft_graph_mailbox_kind == "shared" and not self.microsoft_graph_full_access
         )
 
     def _microsoft_graph_send(self, message, sender=None):
@@ -594,7 +601,10 @@ class IrMailServer(models.Model):
                 message_id, recipients
             )
             sent = handed_before and find_sent_copy(
-                sender.client, message_id, recipients, shared_address=from_address
+                sender.client,
+                message_id,
+                recipients,
+                shared_address=None if self._microsoft_graph_sends_via_me() else from_address,
             )
             if sent:
                 _logger.warning(

@@ -30,6 +30,9 @@ class MicrosoftOutlookGraphConnection(models.Model):
     scopes = fields.Char("Granted Permissions", readonly=True)
     needs_reconnect = fields.Boolean(readonly=True)
     last_error = fields.Text("Last Microsoft Error", readonly=True)
+    full_access = fields.Boolean(
+        readonly=True, help="The account could open the shared mailbox (Exchange's Full Access)."
+    )
 
     _server_unique = models.Constraint(
         "UNIQUE(res_model, res_id)", "A mail server has one Microsoft connection."
@@ -55,9 +58,10 @@ class MicrosoftOutlookGraphConnection(models.Model):
             cr = env.cr
             cr.execute(
                 f"INSERT INTO {self._table} "  # noqa: S608 - the model's own table
-                "(res_model, res_id, needs_reconnect, create_uid, create_date, write_uid, "
-                "write_date) VALUES (%s, %s, false, %s, now() at time zone 'UTC', %s, "
-                "now() at time zone 'UTC') ON CONFLICT (res_model, res_id) DO NOTHING",
+                "(res_model, res_id, needs_reconnect, full_access, create_uid, create_date, "
+                "write_uid, write_date) VALUES (%s, %s, false, false, %s, "
+                "now() at time zone 'UTC', %s, now() at time zone 'UTC') "
+                "ON CONFLICT (res_model, res_id) DO NOTHING",
                 [server._name, server.id, env.uid, env.uid],
             )
             cr.execute(

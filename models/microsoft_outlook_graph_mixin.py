@@ -8,7 +8,7 @@ from odoo.exceptions import AccessError, UserError
 
 from ..services.auth import OutlookAuth, TokenSet, scopes_for
 from ..services.endpoints import Endpoints, EndpointsError
-from ..services.errors import GraphAuthError, GraphConfigError, GraphError
+from ..services.errors import GraphAuthError, GraphConfigError, GraphError, GraphPermanentError
 from ..services.graph import GraphClient, quote_segment
 from ..services.vault import Vault, VaultError, config_secrets_from
 
@@ -30,6 +30,7 @@ CONNECTION_FIELDS = {
     "microsoft_graph_scopes": "scopes",
     "microsoft_graph_needs_reconnect": "needs_reconnect",
     "microsoft_graph_last_error": "last_error",
+    "microsoft_graph_full_access": "full_access",
 }
 
 
@@ -97,6 +98,13 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
     )
     microsoft_graph_last_error = fields.Text(
         "Last Microsoft Error", compute="_compute_microsoft_graph_connection", compute_sudo=True
+    )
+    microsoft_graph_full_access = fields.Boolean(
+        "Full Access",
+        compute="_compute_microsoft_graph_connection",
+        compute_sudo=True,
+        help="Whether the connected account could open the shared mailbox when it connected "
+        "(Exchange's Full Access right).",
     )
     microsoft_graph_status = fields.Selection(
         [
@@ -333,12 +341,10 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
                     mailbox=address,
                 )
             )
+        full_access = False
         if self.microsoft_graph_mailbox_kind == "shared":
-            try:
-                client.get_json(
-                    f"/users/{quote_segment(address)}/mailFolders/inbox", params={"$select": "id"}
-                )
-            except GraphError:
+            full_access = self._microsoft_graph_can_open_mailbox(client, address)
+            if not full_access and self._microsoft_graph_direction != "outgoing":
                 raise UserError(
                     self.env._(
                         "The account %(account)s cannot open the shared mailbox %(mailbox)s. "
@@ -347,7 +353,7 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
                         account=token_set.username,
                         mailbox=address,
                     )
-                ) from None
+                )
         self.active = True
         self._microsoft_graph_store_tokens(
             token_set,
@@ -356,6 +362,7 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
                 "account_tid": token_set.tid,
                 "account_name": me.get("displayName") or token_set.name,
                 "account_address": me.get("mail") or token_set.username,
+                "full_access": full_access,
             },
         )
         _logger.info(
@@ -455,24 +462,64 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
                 )
             ]
             if self.microsoft_graph_mailbox_kind == "shared":
-                client.get_json(
-                    f"/users/{quote_segment(address)}/mailFolders/inbox", params={"$select": "id"}
-                )
-                checks.append(self.env._("The connected account can open the mailbox %s.", address))
-                if self._microsoft_graph_direction == "outgoing":
-                    checks.append(
-                        self.env._(
-                            "To send as %s, the connected account also needs the Send As "
-                            "right on it in the Exchange admin center.",
-                            address,
-                        )
-                    )
+                checks += self._microsoft_graph_test_shared(client, address)
         except GraphError as exc:
             self._microsoft_graph_record_error(exc)
             raise UserError(
                 self.env._("Microsoft Graph refused the connection test: %s", exc.user_message)
             ) from None
         return checks
+
+    def _microsoft_graph_can_open_mailbox(self, client, address):
+        """Whether the signed-in account has Full Access on the mailbox at address: Graph
+        lists no rights, but reading its Inbox needs exactly that."""
+        answer = client.request(
+            "GET",
+            f"/users/{quote_segment(address)}/mailFolders/inbox",
+            params={"$select": "id"},
+            # Microsoft answers a delegate without Full Access 403 (or 404): an answer here.
+            expected=(200, 403, 404),
+        )
+        return answer.status_code == 200
+
+    def _microsoft_graph_test_shared(self, client, address):
+        """What the connection test says of a shared mailbox: what it checked, what not."""
+        full_access = self._microsoft_graph_can_open_mailbox(client, address)
+        if full_access != self.microsoft_graph_full_access:
+            self.env["microsoft.outlook.graph.connection"]._write_committed(
+                self, {"full_access": full_access}
+            )
+        if self._microsoft_graph_direction != "outgoing":
+            if not full_access:
+                raise GraphPermanentError(
+                    self.env._(
+                        "The connected account cannot open the shared mailbox %s: grant it "
+                        "Full Access in the Exchange admin center.",
+                        address,
+                    )
+                )
+            return [self.env._("The connected account can open the mailbox %s.", address)]
+        if full_access:
+            route = self.env._(
+                "The connected account has Full Access on %s: mail is sent from that mailbox "
+                "and its Sent Items keep the copies.",
+                address,
+            )
+        else:
+            route = self.env._(
+                "The connected account has no Full Access on %s: mail is sent from its own "
+                "mailbox with %s as sender, and the copies go to its own Sent Items.",
+                address,
+                address,
+            )
+        return [
+            route,
+            self.env._(
+                "Not checked (Microsoft Graph cannot tell without sending): the Send As or "
+                "Send on Behalf right on %s, which sending needs.",
+                address,
+            ),
+        ]
 
     # ------------------------------------------------------------------
     # Tokens

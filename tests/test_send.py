@@ -20,6 +20,9 @@ MAIL_LOGGERS = (
 )
 
 
+SERVER_LOGGER = "odoo.addons.microsoft_outlook_graph.models.ir_mail_server"
+
+
 @tagged("post_install", "-at_install")
 class TestSend(GraphTransactionCase):
     def setUp(self):
@@ -140,6 +143,65 @@ class TestSend(GraphTransactionCase):
         self.assertEqual(mail.state, "sent", mail.failure_reason)
         [stored] = self.sent_messages(defaults.SALES)
         self.assertIn(defaults.SALES, stored["From"])
+
+    def shared_server(self, address, *rights):
+        tenant = self.sandbox.directory.tenant(defaults.TENANT_ID)
+        self.sandbox.add_shared_mailbox(tenant, address, "Support")
+        for right in rights:
+            self.sandbox.grant(address, defaults.ADMIN, right)
+        return connect_without_browser(
+            self, self.create_outgoing(address, kind="shared", sequence=0)
+        )
+
+    def send_small_and_large(self, server, address):
+        big = bytes(range(256)) * (4 * MB // 256)
+        attachment = self.env["ir.attachment"].create({"name": "big.bin", "raw": big})
+        mails = self.make_mail(email_from=address, mail_server_id=server.id) | self.make_mail(
+            email_from=address, mail_server_id=server.id, attachment_ids=[(6, 0, attachment.ids)]
+        )
+        mails.send()
+        self.assertEqual(mails.mapped("state"), ["sent", "sent"], mails.mapped("failure_reason"))
+        out = self.sandbox.outbox()
+        self.assertEqual(len(out), 2)
+        self.assertEqual({delivery.from_ for delivery in out}, {address})
+        return mails
+
+    def test_shared_mailbox_with_send_as_only_sends_through_the_account(self):
+        """Every /users/{shared}/... route needs Full Access: with Send As alone, mail leaves
+        through /me with the shared address as From, small and large (upload sessions)."""
+        address = "support@contoso.test"
+        shared = self.shared_server(address, "SendAs")
+        self.assertFalse(shared.microsoft_graph_full_access)
+        checks = shared._microsoft_graph_test()
+        self.assertIn("no Full Access", checks[1])
+        self.assertIn("Not checked", checks[2])
+        self.sandbox.clear_log()
+        self.send_small_and_large(shared, address)
+        self.assertFalse([e for e in self.sandbox.requests if "/users/" in e.path])
+        self.assertEqual(len(self.sent_messages(defaults.ADMIN)), 2)  # the account's own
+
+    def test_shared_mailbox_with_full_access_sends_from_the_shared_mailbox(self):
+        address = "support@contoso.test"
+        shared = self.shared_server(address, "FullAccess", "SendAs")
+        self.assertTrue(shared.microsoft_graph_full_access)
+        self.assertIn("has Full Access", shared._microsoft_graph_test()[1])
+        self.send_small_and_large(shared, address)
+        self.assertEqual(len(self.sent_messages(address)), 1)  # the small one, drafted there
+
+    def test_mail_back_in_the_queue_after_microsoft_accepted_it_is_not_sent_again(self):
+        """The worker's transaction rolled back after Microsoft accepted the mail: the
+        hand-over mark, committed apart, sends the next attempt to Sent Items first."""
+        mail = self.make_mail()
+        mail.send()
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+        # What a rollback after the send leaves: the mail queued again, the mark kept.
+        mail.write({"state": "outgoing", "microsoft_graph_message_id": False})
+        with self.assertLogs(SERVER_LOGGER, "WARNING") as logged:
+            mail.send()
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+        self.assertEqual(len(self.sandbox.outbox()), 1)
+        self.assertTrue(mail.microsoft_graph_message_id)
+        self.assertIn("not sent again", logged.output[0])
 
     def test_shared_mailbox_without_send_as_fails_with_the_right_to_grant(self):
         tenant = self.sandbox.directory.tenant(defaults.TENANT_ID)

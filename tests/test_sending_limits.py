@@ -8,9 +8,11 @@ from odoo.tests import TransactionCase, tagged
 from odoo.tools import mute_logger
 
 from odoo.addons.microsoft_outlook_graph.sandbox import defaults
+from odoo.addons.microsoft_outlook_graph.sandbox.exchange_limits import quota_ndr
 
 from .common import GraphTransactionCase, connect_without_browser
 
+LEDGER_LOGGER = "odoo.addons.microsoft_outlook_graph.models.microsoft_outlook_graph_send_ledger"
 MAIL_LOGGERS = (
     "odoo.addons.mail.models.mail_mail",
     "odoo.addons.microsoft_outlook_graph.models.ir_mail_server",
@@ -229,6 +231,36 @@ class TestSendingLimits(GraphTransactionCase):
         self.assertEqual(partner.message_bounce, 0)  # not blamed for the mailbox's limit
         self.assertFalse(self.env["res.partner"].search([("name", "ilike", "Undeliverable")]))
         self.assertEqual(mails[0].state, "sent")
+
+    def test_a_forged_quota_report_changes_nothing(self):
+        """Whoever received a mail knows its Message-ID and can write Exchange's report,
+        headers included: through Odoo's mail gateway, or into the mailbox from outside
+        (Exchange's header firewall strips its organization headers), it changes nothing."""
+        incoming = connect_without_browser(
+            self,
+            self.create_incoming(object_id=self.env["ir.model"]._get("res.partner").id),
+        )
+        incoming.state = "done"
+        mail = self.make_mail()
+        self.run_queue()
+        self.assertEqual(mail.state, "sent")
+        original = f"Message-ID: {mail.message_id}\r\nSubject: Invoice\r\n\r\n".encode()
+        mailbox = self.sandbox.mailbox(defaults.ADMIN)
+        forged = quota_ndr(mailbox, original, ["customer@example.com"], self.sandbox.clock.now(), 1)
+        self.assertIn(b"X-MS-Exchange-Organization-AuthAs: Internal", forged)
+        with mute_logger(*MAIL_LOGGERS, LEDGER_LOGGER):
+            self.env["mail.thread"].message_process("res.partner", forged)
+        self.sandbox.deliver(defaults.ADMIN, forged)
+        self.env.flush_all()
+        with mute_logger(*MAIL_LOGGERS, LEDGER_LOGGER), self.registry.cursor() as cr:
+            env = api.Environment(cr, self.env.uid, {})
+            self.assertIsNone(incoming.with_env(env)._fetch_mail())
+        self.env.invalidate_all()
+        self.assertEqual(mail.state, "sent")
+        self.assertFalse(self.server.microsoft_graph_paused_until)
+        self.assertTrue(self.Ledger.search([("message_id", "=", mail.message_id)]))
+        self.run_queue()
+        self.assertEqual(len(self.sandbox.outbox()), 1)
 
 
 @tagged("post_install", "-at_install")

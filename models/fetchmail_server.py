@@ -11,7 +11,7 @@ from odoo.tools import exception_to_unicode
 from odoo.addons.mail.models.fetchmail import MAIL_SERVER_DEACTIVATE_TIME, MAIL_SERVER_DOMAIN
 
 from ..services.errors import GraphAuthError, GraphError
-from ..services.sync import RESYNC_MARGIN, DeltaSync, DeltaTokenExpired
+from ..services.sync import RESYNC_MARGIN, DeltaSync, DeltaTokenExpired, MessageTooLarge
 from .mail_thread import GRAPH_IMPORT_SOURCE, GraphImportSource
 
 _logger = logging.getLogger(__name__)
@@ -492,6 +492,8 @@ class FetchmailServer(models.Model):
 
     def _microsoft_graph_pages(self, sync, link, run, commit):
         max_messages = self._microsoft_graph_budget()[0]
+        # Messages over the server's limit are kept as failed messages, never downloaded.
+        sync.max_size = self.microsoft_graph_max_size * 1024 * 1024 or None
         last_page_seconds = 0.0
 
         def ahead(page):
@@ -549,8 +551,18 @@ class FetchmailServer(models.Model):
         )
         if not kept:
             return
+        handled = []
         try:
-            fetched = {message.id: message for message in sync.fetch(kept.mapped("graph_id"))}
+            # One message downloaded at a time (their sizes are not known here).
+            records = {record.graph_id: record for record in kept}
+            with self.env.cr.savepoint():
+                for message in sync.fetch_each(list(records)):
+                    record = records[message.id]
+                    error = self._microsoft_graph_message_error(message)
+                    record._record_attempt(message.raw, error)
+                    if error is None:
+                        handled.append(record.graph_id)
+                    del message  # not held while the next one downloads
         except GraphError as exc:
             _logger.info(
                 "[Incoming Mail] fetchmail.server #%s: kept messages not fetched again: %s",
@@ -558,16 +570,6 @@ class FetchmailServer(models.Model):
                 exc.reference or type(exc).__name__,
             )
             return
-        handled = []
-        with self.env.cr.savepoint():
-            for record in kept:
-                message = fetched[record.graph_id]
-                error = message.error
-                if error is None:
-                    error = self._microsoft_graph_process(message.raw)
-                record._record_attempt(message.raw, error)
-                if error is None:
-                    handled.append(record.graph_id)
         run.imported += len(handled)
         run.position["microsoft_graph_imported_count"] += len(handled)
         if commit:
@@ -660,20 +662,20 @@ class FetchmailServer(models.Model):
         handled = [i for i in page.known_ids if i not in kept_ids]
         imported = failed = 0
         with self.env.cr.savepoint():
-            for message in page.messages:
+            # Large messages are downloaded here, one at a time, as the loop reaches them.
+            for message in page.contents():
                 received = _naive_utc(message.received)
                 if received and (not latest or received > latest):
                     latest = received
-                error = message.error
-                if error is None:
-                    error = self._microsoft_graph_process(message.raw)
+                error = self._microsoft_graph_message_error(message)
                 if error is not None:
                     Failed._keep(self, message, error)
                     failed += 1
-                    continue
-                imported += 1
-                handled.append(message.id)
-                recent[message.id] = fields.Datetime.to_string(received) if received else ""
+                else:
+                    imported += 1
+                    handled.append(message.id)
+                    recent[message.id] = fields.Datetime.to_string(received) if received else ""
+                del message  # not held while the next one downloads
         position.update(
             {
                 "microsoft_graph_delta_link": page.checkpoint,
@@ -688,20 +690,34 @@ class FetchmailServer(models.Model):
         run.skipped += len(page.known_ids)
         return handled
 
+    def _microsoft_graph_message_error(self, message):
+        """Import one ``IncomingMessage`` of Graph: None, or why it is kept (the error
+        Graph gave, its size over the limit, or what the mail gateway raised)."""
+        if isinstance(message.error, MessageTooLarge):
+            return self._microsoft_graph_size_error(
+                message.error.size, round(message.error.limit / 1024 / 1024)
+            )
+        if message.error is not None:
+            return message.error
+        return self._microsoft_graph_process(message.raw)
+
+    def _microsoft_graph_size_error(self, size, limit=None):
+        return UserError(
+            self.env._(
+                "The message is larger than %(limit)s MB (%(size).1f MB): "
+                "retry it to import it anyway.",
+                limit=limit or self.microsoft_graph_max_size,
+                size=size / 1024 / 1024,
+            )
+        )
+
     def _microsoft_graph_process(self, raw, check_size=True):
         """Run one MIME message through Odoo's mail gateway with this server's
         settings, in a savepoint. Returns None, or the error that stopped it."""
         self.ensure_one()
         limit = self.microsoft_graph_max_size * 1024 * 1024
         if check_size and limit and len(raw) > limit:
-            return UserError(
-                self.env._(
-                    "The message is larger than %(limit)s MB (%(size).1f MB): "
-                    "retry it to import it anyway.",
-                    limit=self.microsoft_graph_max_size,
-                    size=len(raw) / 1024 / 1024,
-                )
-            )
+            return self._microsoft_graph_size_error(len(raw))
         MailThread = self.env["mail.thread"].with_context(
             default_fetchmail_server_id=self.id,
             **{GRAPH_IMPORT_SOURCE: GraphImportSource(self.id)},

@@ -50,6 +50,13 @@ class App:
     display_name: str = "Sandbox app"
     # Graph scopes configured on the registration (used by ".default"); None: any known scope.
     permissions: frozenset | None = None
+    # Certificates & secrets > Certificates: app_certificates.KeyCredential objects.
+    certificates: list = field(default_factory=list)
+
+    @property
+    def public_client(self):
+        """No credential at all: a public client (it may not present one)."""
+        return self.client_secret is None and not self.certificates
 
 
 @dataclass(eq=False)

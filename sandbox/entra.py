@@ -10,10 +10,12 @@ import time
 import urllib.parse
 from functools import partial
 
+from . import app_certificates
 from .directory import CONSUMERS, MULTI_TENANT_ALIASES
 from .errors import EntraError, EntraPageError, HttpError, entra_description, entra_timestamp
 from .tokens import (
     CODE_LIFETIME,
+    GRAPH_RESOURCE,
     REFRESH_INACTIVITY,
     AuthCode,
     PendingAuthorization,
@@ -61,6 +63,7 @@ def register(router, sb):
     router.add("POST", TENANT + r"/login", partial(login, sb), "entra")
     router.add("POST", TENANT + r"/oauth2/v2\.0/token", partial(token, sb), "entra")
     sb.add_personal_account = partial(add_personal_account, sb)
+    app_certificates.bind(sb)
 
 
 def add_personal_account(sb, address, display_name):
@@ -407,12 +410,15 @@ def _client_credentials(request, form):
 
 
 def _check_secret(app, secret, now):
-    if app.client_secret is None:
+    if app.public_client:
         if secret:
             raise EntraError(700025, status=401)
         return
     if not secret:
         raise EntraError(7000218, status=401)
+    if app.client_secret is None:
+        # An app with certificates only: any secret is a wrong one.
+        raise EntraError(7000215, status=401, client_id=app.client_id)
     if not hmac.compare_digest(secret.encode(), app.client_secret.encode()):
         raise EntraError(7000215, status=401, client_id=app.client_id)
     if app.secret_expires_at is not None and now >= app.secret_expires_at:
@@ -429,12 +435,47 @@ def token(sb, request):
     client_id, secret = _client_credentials(request, form)
     request.app_id = client_id
     app = _app(sb, client_id, tenant, segment)
-    _check_secret(app, secret, request.now)
+    _authenticate_client(sb, request, form, app, secret)
     if grant_type == "authorization_code":
         return _redeem_code(sb, request, form, app)
     if grant_type == "refresh_token":
         return _refresh(sb, request, form, app)
+    if grant_type == "client_credentials":
+        return _client_credentials_grant(sb, request, form, app, tenant)
     raise EntraError(70003, grant_type=grant_type)
+
+
+def _authenticate_client(sb, request, form, app, secret):
+    """A client secret, or a client assertion signed with a registered certificate."""
+    if not (form.get("client_assertion") or form.get("client_assertion_type")):
+        _check_secret(app, secret, request.now)
+        return
+    if secret:
+        # RFC 6749 section 2.3: one authentication method per request (a sandbox choice
+        # of code: README).
+        raise EntraError(9002313)
+    if app.public_client:
+        raise EntraError(700025, status=401)
+    app_certificates.check_client_assertion(sb, request, form, app)
+
+
+def _client_credentials_grant(sb, request, form, app, tenant):
+    """An app-only token: the proof that the app's credential is accepted. The sandbox's
+    apps have no application permissions, so Graph refuses the token (no roles)."""
+    if tenant is None or tenant.consumer:
+        raise EntraError(9001023)
+    scope = (form.get("scope") or "").split()
+    if len(scope) != 1 or scope[0].lower() != f"{GRAPH_RESOURCE}/.default".lower():
+        raise EntraError(70011, scope=" ".join(scope))
+    lifetime = sb.access_token_lifetime
+    body = {
+        "token_type": "Bearer",
+        "expires_in": lifetime,
+        "ext_expires_in": lifetime,
+        # Known to no Graph route: using it answers 401, as a token without roles would.
+        "access_token": new_secret("eyJ0eXAiOiJKV1QiLCJhcHAiOiJvbmx5In0"),
+    }
+    return json_response(200, body, {"Cache-Control": "no-store", "Pragma": "no-cache"})
 
 
 def _when(moment):

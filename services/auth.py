@@ -16,6 +16,7 @@ import warnings
 import msal
 import requests
 
+from .certificates import AssertionSigner, CertificateError, explain_refusal
 from .errors import (
     GraphAuthError,
     GraphConfigError,
@@ -55,6 +56,11 @@ _SCOPES = {
 
 # One number, not (connect, read): Odoo's test transport compares it with an int.
 TIMEOUT = 30
+# The Graph resource of the global cloud; the other clouds name their own Graph host.
+GRAPH_RESOURCE = "https://graph.microsoft.com"
+# Entra's answer to a client assertion signed with a key the app does not have (or has
+# expired): the next (older) certificate may still be registered.
+_UNKNOWN_KEY = "700027"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,14 +159,22 @@ class OutlookAuth:
         redirect_uri,
         session=None,
         timeout=TIMEOUT,
+        certificates=(),
     ):
+        """``certificates``: ``(private key PEM, CertificateInfo)`` pairs, newest first. When
+        given, the app proves itself with a client assertion signed by the first one Entra
+        accepts (an older one is tried when Entra does not know the newer key), and the
+        client secret is not sent."""
         self.endpoints = endpoints
         self.tenant = tenant
         self.client_id = client_id
         self._client_secret = client_secret
+        self._certificates = list(certificates)
         self.redirect_uri = redirect_uri
         self.session = session or endpoints.session()
         self.timeout = timeout
+        # The certificate (CertificateInfo) the last token request was accepted with.
+        self.accepted_certificate = None
 
     def __repr__(self):
         return f"OutlookAuth(tenant={self.tenant!r}, client_id={self.client_id!r})"
@@ -168,12 +182,25 @@ class OutlookAuth:
     def scopes_for(self, direction, shared):
         return scopes_for(direction, shared, self.endpoints)
 
-    def _app(self):
+    def _credential(self, index):
+        """MSAL's client_credential: the secret, or a callable signing assertions."""
+        if not self._certificates:
+            return self._client_secret, None
+        private_key_pem, info = self._certificates[index]
+        try:
+            signer = AssertionSigner(private_key_pem, info, self.client_id)
+        except CertificateError as exc:
+            raise GraphConfigError(str(exc), code="certificate") from None
+        # MSAL 1.28 and later call a client_assertion callable for each token request.
+        return {"client_assertion": signer}, signer
+
+    def _app(self, index=0):
         http = _MsalHttpClient(self.session, self.timeout)
+        credential, signer = self._credential(index)
         try:
             app = msal.ConfidentialClientApplication(
                 self.client_id,
-                client_credential=self._client_secret,
+                client_credential=credential,
                 authority=self.endpoints.authority(self.tenant),
                 # MSAL never runs instance discovery for the hosts of Microsoft's
                 # clouds; for any other host it would ask the global cloud, which
@@ -191,7 +218,56 @@ class OutlookAuth:
             ) from None
         except (requests.RequestException, msal.exceptions.MsalServiceError) as exc:
             raise _transport_error(exc) from None
+        if signer is not None:
+            # The audience Entra expects: the token endpoint MSAL discovered and posts to.
+            signer.audience = app.authority.token_endpoint
         return app, http
+
+    def _acquire(self, call):
+        """Run ``call(app)`` with the newest certificate Entra accepts: a 700027 (key not
+        registered, or expired) moves on to the next one. Returns (result, http)."""
+        count = max(1, len(self._certificates))
+        for index in range(count):
+            app, http = self._app(index)
+            result = call(app)
+            codes = (result or {}).get("error_codes") or []
+            unknown_key = "error" in (result or {}) and [str(c) for c in codes] == [_UNKNOWN_KEY]
+            if not unknown_key or index == count - 1:
+                if self._certificates and "error" not in (result or {}):
+                    self.accepted_certificate = self._certificates[index][1]
+                return result, http
+        raise AssertionError("unreachable")
+
+    def prove_credential(self):
+        """Ask Entra for an app-only token only to prove the app's credential (secret or
+        the first certificate, no fallback), and drop the token at once: the addon uses
+        delegated permissions only, and a token without roles opens nothing in Graph.
+
+        Raises :class:`GraphError` with Entra's code when the credential is refused.
+        """
+        if str(self.tenant or "common").lower() in ("common", "organizations", "consumers"):
+            # Entra refuses client credentials there (AADSTS9001023); say so before asking.
+            raise GraphConfigError(explain_refusal("9001023", None), code="tenant_required")
+        resource = self.endpoints.scope("") if self.endpoints.qualify_scopes else GRAPH_RESOURCE
+        scope = f"{resource.rstrip('/')}/.default"
+        app, http = self._app(0)
+        try:
+            result = app.acquire_token_for_client([scope])
+        except (requests.RequestException, msal.exceptions.MsalServiceError) as exc:
+            raise _transport_error(exc) from None
+        if "error" in result:
+            raise certificate_error(http.last_post_status, result)
+        if not result.get("access_token"):
+            raise GraphTransientError(
+                "Microsoft's token answer held no access token; try again later.",
+                status=http.last_post_status,
+                code="no_access_token",
+            )
+        # Only whether Microsoft issued it matters: the token itself is dropped here.
+        result.clear()
+        if self._certificates:
+            self.accepted_certificate = self._certificates[0][1]
+        return True
 
     def start_flow(self, scopes, login_hint=None, prompt="select_account"):
         """Start a sign-in: ``(auth_uri, flow)``.
@@ -217,9 +293,12 @@ class OutlookAuth:
     def redeem(self, flow, query_params):
         """Finish a sign-in from the query of Microsoft's redirect: a :class:`TokenSet`."""
         query_params = dict(query_params)
-        app, http = self._app()
         try:
-            result = app.acquire_token_by_auth_code_flow(dict(flow), query_params)
+            # A refused client credential leaves the code unspent: the next certificate
+            # may redeem it.
+            result, http = self._acquire(
+                lambda app: app.acquire_token_by_auth_code_flow(dict(flow), query_params)
+            )
         except ValueError:
             # MSAL's text quotes both states: keep it out.
             raise GraphAuthError(
@@ -238,7 +317,7 @@ class OutlookAuth:
             ) from None
         if "error" in result:
             status = None if query_params.get("error") else http.last_post_status
-            raise error_from_token_response(status, result)
+            raise certificate_error(status, result)
         tokens = self._tokens(result, http)
         if not tokens.refresh_token:
             raise GraphAuthError(
@@ -252,13 +331,14 @@ class OutlookAuth:
     def refresh(self, refresh_token, scopes):
         """New tokens from a refresh token. Store the returned refresh token: Microsoft
         rotates it and the old one must be discarded."""
-        app, http = self._app()
         try:
-            result = app.acquire_token_by_refresh_token(refresh_token, list(scopes))
+            result, http = self._acquire(
+                lambda app: app.acquire_token_by_refresh_token(refresh_token, list(scopes))
+            )
         except (requests.RequestException, msal.exceptions.MsalServiceError) as exc:
             raise _transport_error(exc) from None
         if "error" in result:
-            raise error_from_token_response(http.last_post_status, result)
+            raise certificate_error(http.last_post_status, result)
         return self._tokens(result, http, previous_refresh_token=refresh_token)
 
     @staticmethod
@@ -290,6 +370,22 @@ class OutlookAuth:
 
 
 _MSAL_SCOPES = frozenset({"openid", "profile", "offline_access"})
+
+
+def certificate_error(status, result):
+    """The typed error of a token answer, with the app-credential refusals (certificate,
+    clock skew, wrong app) said in words an admin can act on."""
+    error = error_from_token_response(status, result)
+    words = explain_refusal(error.code, result.get("error_description"))
+    if words and str(error.code) not in ("7000215", "7000222", "7000218", "700016", "90002"):
+        error = GraphConfigError(
+            words,
+            status=error.status,
+            code=error.code,
+            request_id=error.request_id,
+            detail=error.detail,
+        )
+    return error
 
 
 def _transport_error(exc):

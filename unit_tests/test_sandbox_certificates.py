@@ -19,7 +19,11 @@ from cryptography.hazmat.primitives.asymmetric import padding
 
 from sandbox.app_certificates import JWT_BEARER
 from sandbox.defaults import ADMIN, CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, TENANT_ID
+from services.auth import OutlookAuth
 from services.certificates import AssertionSigner, generate
+from services.endpoints import Endpoints
+from services.errors import GraphConfigError, GraphError
+from services.redact import install_redaction
 from unit_tests.test_sandbox_entra import assert_entra_error
 
 pytestmark = pytest.mark.unguarded_loggers("msal")
@@ -325,3 +329,72 @@ def test_client_credentials_need_dot_default_70011(sandbox, graph_session, regis
         sandbox, graph_session, make_assertion(sandbox, registered), scope="Mail.Send"
     )
     refused(answer, 70011, "invalid_scope", 400)
+
+
+# the addon's OutlookAuth with certificates ----------------------------------------------
+
+
+@pytest.fixture
+def cert_auth(sandbox):
+    install_redaction()
+    endpoints = Endpoints.for_cloud("custom", sandbox.base_url, sandbox.base_url, sandbox.ca_file)
+    sessions = []
+
+    def make(certificates, secret=None, tenant=TENANT_ID):
+        session = endpoints.session()
+        sessions.append(session)
+        pairs = [(p.private_key_pem, p.info) for p in certificates]
+        return OutlookAuth(
+            endpoints, tenant, CLIENT_ID, secret, REDIRECT_URI, session, certificates=pairs
+        )
+
+    yield make
+    for session in sessions:
+        session.close()
+
+
+def test_auth_proves_connects_and_refreshes_with_a_certificate_only(sandbox, cert_auth, registered):
+    auth = cert_auth([registered])
+    assert auth.prove_credential() is True
+    scopes = auth.scopes_for("outgoing", shared=False)
+    auth_uri, flow = auth.start_flow(scopes, login_hint=ADMIN)
+    tokens = auth.redeem(flow, sandbox.sign_in(auth_uri, login=ADMIN).params)
+    assert tokens.username == ADMIN
+    assert auth.accepted_certificate == registered.info
+    refreshed = auth.refresh(tokens.refresh_token, scopes)
+    assert refreshed.access_token != tokens.access_token
+
+
+def test_auth_explains_an_unregistered_certificate(sandbox, cert_auth, registered, other_pair):
+    with pytest.raises(GraphConfigError) as caught:
+        cert_auth([other_pair]).prove_credential()
+    assert caught.value.code == "700027"
+    assert "not registered" in caught.value.user_message
+    assert "Certificates & secrets" in caught.value.user_message
+
+
+def test_auth_explains_clock_skew(sandbox, cert_auth, registered):
+    sandbox.advance(3600)
+    with pytest.raises(GraphConfigError) as caught:
+        cert_auth([registered]).prove_credential()
+    assert caught.value.code == "700024" and "clock" in caught.value.user_message
+
+
+def test_auth_needs_a_tenant_to_prove(sandbox, cert_auth, registered):
+    with pytest.raises(GraphError) as caught:
+        cert_auth([registered], tenant="organizations").prove_credential()
+    assert caught.value.code == "tenant_required" and "tenant" in caught.value.user_message
+
+
+def test_auth_falls_back_to_the_older_certificate_azure_still_has(
+    sandbox, cert_auth, registered, other_pair
+):
+    """Rotation: the newer certificate is not uploaded yet; the older one signs in."""
+    auth = cert_auth([other_pair, registered])
+    scopes = auth.scopes_for("incoming", shared=False)
+    auth_uri, flow = auth.start_flow(scopes, login_hint=ADMIN)
+    tokens = auth.redeem(flow, sandbox.sign_in(auth_uri, login=ADMIN).params)
+    assert auth.accepted_certificate == registered.info
+    sandbox.add_app_certificate(CLIENT_ID, other_pair.info.certificate_pem)
+    auth.refresh(tokens.refresh_token, scopes)
+    assert auth.accepted_certificate == other_pair.info

@@ -26,9 +26,14 @@ A benchmark, not a test: it prints figures and the machine's load, and exits 0 w
 are. Targets (issue 15): shared median under 35 s, p95 under 65 s.
 """
 
+import datetime
+import itertools
 import os
+import re
+import select
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -64,6 +69,62 @@ from notification_latency import (
 
 SHARED = "sales@contoso.test"
 POLL_CRON = "microsoft_outlook_graph.ir_cron_microsoft_graph_poll"
+POLL_STARTS = re.compile(
+    r"^(\S+ \S+),\d+ .*Job 'Outlook: Check Mailboxes Without Change Notifications' \(\d+\) "
+    r"starting"
+)
+
+
+class TriggerListener:
+    """Counts the cron_trigger NOTIFYs of other databases on the same PostgreSQL server.
+
+    Odoo's threaded cron thread wakes on any of them, and when its last full look is less than
+    60 s old it goes back to sleep for a fresh 60 s without looking at this database: on a
+    PostgreSQL server that other Odoo processes use, that stretches the poll's period.
+    """
+
+    def __init__(self, database):
+        import psycopg2  # noqa: PLC0415 - Odoo's environment has it
+
+        self.database = database
+        self.conn = psycopg2.connect(
+            dbname=database, host="127.0.0.1", user=os.environ.get("PGUSER", "root")
+        )
+        self.conn.autocommit = True
+        self.conn.cursor().execute("LISTEN cron_trigger")
+        self.seen = []  # (monotonic time, payload)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stopping.is_set():
+            if select.select([self.conn], [], [], 0.5)[0]:
+                self.conn.poll()
+                now = time.monotonic()
+                self.seen += [(now, n.payload) for n in self.conn.notifies]
+                self.conn.notifies.clear()
+
+    def foreign(self, since, until):
+        return sum(1 for t, db in self.seen if since <= t <= until and db != self.database)
+
+    def close(self):
+        self.stopping.set()
+        self.thread.join()
+        self.conn.close()
+
+
+def poll_gaps(log_path, since):
+    """Seconds between two starts of the poll cron in Odoo's log, from ``since`` (wall)."""
+    starts = []
+    with open(log_path, encoding="utf-8", errors="replace") as log:
+        for line in log:
+            found = POLL_STARTS.match(line)
+            if found:
+                moment = datetime.datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S")
+                if moment.replace(tzinfo=datetime.UTC).timestamp() >= since:
+                    starts.append(moment)
+    return [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
 
 
 def deliver_interleaved(sb, watcher, addresses, count, spacing, drain):
@@ -124,7 +185,7 @@ def run(options, src, python, database):
     registry, api = open_registry(src, database)
     port = free_port()
     log_path = VAR / f"bench-shared-odoo-{os.getpid()}.log"
-    odoo = watcher = None
+    odoo = watcher = listener = None
     with environment(registry, api) as env:
         sb = start_sandbox(env, options.latency)
     try:
@@ -160,6 +221,7 @@ def run(options, src, python, database):
         resources = [s.resource for s in sb.subscriptions()]
         print(f"Subscriptions at the sandbox: {resources}", flush=True)
         watcher = Watcher(database)
+        listener = TriggerListener(database)
         both = (SENDER, SHARED)
         print(
             f"Phase 1, both mailboxes: {options.messages} messages each, in turn, one every "
@@ -173,9 +235,10 @@ def run(options, src, python, database):
             f"{options.messages} messages, one every {options.spacing} s",
             flush=True,
         )
-        alone = deliver_interleaved(sb, watcher, (SHARED,), options.messages, options.spacing, 150)[
-            SHARED
-        ]
+        phase2_wall, phase2_start = time.time(), time.monotonic()
+        alone = deliver_interleaved(sb, watcher, (SHARED,), options.messages, options.spacing, 150)
+        alone = alone[SHARED]
+        phase2_end = time.monotonic()
         load_after_run = os.getloadavg()[0]
         print(f"Idle window: {options.idle:.0f} s without mail", flush=True)
         counts, window = idle_requests(sb, options.idle)
@@ -199,6 +262,14 @@ def run(options, src, python, database):
             per_hour = counts[address] * 3600 / window
             print(f"  {label:<24}{counts[address]:>4} requests -> {per_hour:6.1f} per hour")
         print(f"Subscriptions at the end: {subscribed} (none for {SHARED})")
+        gaps = poll_gaps(log_path, phase2_wall)
+        if gaps:
+            print(
+                f"Poll cron runs in phase 2: {len(gaps) + 1}, seconds between two: median "
+                f"{statistics.median(gaps):.0f}, max {max(gaps):.0f}; cron_trigger NOTIFYs of "
+                f"other databases on this PostgreSQL meanwhile: "
+                f"{listener.foreign(phase2_start, phase2_end)}"
+            )
         got = [v for v in latencies[SHARED] + alone if v is not None]
         if got:
             median, p95 = statistics.median(got), percentile(got, 0.95)
@@ -210,6 +281,8 @@ def run(options, src, python, database):
     finally:
         if watcher:
             watcher.close()
+        if listener:
+            listener.close()
         stop_odoo(odoo)
         sb.stop()
     return 0

@@ -1,9 +1,11 @@
+import contextlib
 import logging
 import smtplib
 from datetime import timedelta
 
 from odoo import api, fields, models
 from odoo.exceptions import UserError, ValidationError
+from odoo.sql_db import Cursor
 from odoo.tools import email_normalize
 
 from odoo.addons.base.models.ir_mail_server import MailDeliveryException
@@ -22,6 +24,8 @@ from ..services.sent_items import find_sent_copy, message_recipients
 _logger = logging.getLogger(__name__)
 
 GRAPH = "microsoft_graph"
+# Namespace of the advisory locks that let one worker at a time send a server's queue.
+SEND_LOCK = 0x4D534753
 # How long a throttled or unreachable mailbox rests when Microsoft names no delay.
 DEFAULT_PAUSE = timedelta(seconds=60)
 LAST_SENT_RESOLUTION = timedelta(minutes=1)
@@ -338,6 +342,34 @@ class IrMailServer(models.Model):
                 session.quit()
         return message["Message-Id"]
 
+    @contextlib.contextmanager
+    def _microsoft_graph_sending(self):
+        """Whether this worker may send this server's queue now: one worker at a time, on
+        any Odoo host of the database (True), or another one is at it (False).
+
+        The lock lives in a transaction of its own, held open for the block: the queue run
+        commits after each mail, which would release a lock of its own transaction, and a
+        failed run must not leave a lock behind on a pooled connection.
+        """
+        self.ensure_one()
+        cr = self.env.registry.cursor()
+        try:
+            if not isinstance(cr, Cursor):
+                # Odoo's test cursor: one transaction, no other worker, and its rollback
+                # would undo the caller's work.
+                yield True
+                return
+            cr.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [SEND_LOCK, self.id])
+            acquired = cr.fetchone()[0]
+            if not acquired:
+                _logger.info(
+                    "[Graph API] the queue of %s is being sent by another worker: left to it",
+                    email_normalize(self.smtp_user),
+                )
+            yield acquired
+        finally:
+            cr.close()
+
     # sending limits -------------------------------------------------------------------
 
     def _microsoft_graph_now(self):
@@ -596,17 +628,17 @@ class IrMailServer(models.Model):
         from_address = self._microsoft_graph_mailbox_address() if shared else None
         sender = sender or self._microsoft_graph_sender()
         recipients = message_recipients(message)
+        already_sent = None
         try:
-            handed_before = self.env["microsoft.outlook.graph.handover"]._hand_over(
-                message_id, recipients
-            )
-            sent = handed_before and find_sent_copy(
-                sender.client,
-                message_id,
-                recipients,
-                shared_address=None if self._microsoft_graph_sends_via_me() else from_address,
-            )
-            if sent:
+            if self.env["microsoft.outlook.graph.handover"]._hand_over(message_id, recipients):
+                already_sent = find_sent_copy(
+                    sender.client,
+                    message_id,
+                    recipients,
+                    shared_address=None if self._microsoft_graph_sends_via_me() else from_address,
+                )
+            if already_sent:
+                sent = already_sent
                 _logger.warning(
                     "[Graph API] mail %s came back to the queue although Microsoft had accepted "
                     "it (found in Sent Items): not sent again",
@@ -666,12 +698,14 @@ class IrMailServer(models.Model):
                 self.env._("Mail Delivery Failed"),
                 self.env._("Microsoft Graph refused the mail: %s", exc),
             ) from None
-        # Exchange counts the message from when it accepted it, a moment after it was
-        # admitted: a window that ends from there never ends before Exchange's does.
-        accepted = self._microsoft_graph_now().replace(microsecond=0) + timedelta(seconds=1)
-        self.env["microsoft.outlook.graph.send.ledger"].sudo()._confirm_sent(
-            self._microsoft_graph_budget_account(), message_id, accepted
-        )
+        if not already_sent:
+            # Exchange counts the message from when it accepted it, a moment after it was
+            # admitted: a window that ends from there never ends before Exchange's does.
+            # (A copy found in Sent Items was counted by the attempt that sent it.)
+            accepted = self._microsoft_graph_now().replace(microsecond=0) + timedelta(seconds=1)
+            self.env["microsoft.outlook.graph.send.ledger"].sudo()._confirm_sent(
+                self._microsoft_graph_budget_account(), message_id, accepted
+            )
         if not self.microsoft_graph_last_sent_at or (
             self.microsoft_graph_last_sent_at < now - LAST_SENT_RESOLUTION
         ):

@@ -1,9 +1,14 @@
 import ast
+import logging
+
+import psycopg2
 
 from odoo import fields, models
 
 from ..services.sending_limits import count_recipients
 from .ir_mail_server import GRAPH, GraphSendDeferred
+
+_logger = logging.getLogger(__name__)
 
 BULK_PRECEDENCE = ("bulk", "list", "junk")
 
@@ -54,44 +59,94 @@ class MailMail(models.Model):
         )
 
     def _send(self, auto_commit=False, raise_exception=False, smtp_session=None, **kwargs):
-        mails = self
         server = kwargs.get("mail_server")
-        gated = bool(server) and server.smtp_authentication == GRAPH
-        if gated and not server._disable_send():
-            mails = server.sudo()._microsoft_graph_admit(self).with_env(self.env)
-            mails = mails.with_context(microsoft_graph_admitted=True)
-        try:
-            return super(MailMail, mails)._send(
+        if not (server and server.smtp_authentication == GRAPH) or server._disable_send():
+            return super()._send(
                 auto_commit=auto_commit,
                 raise_exception=raise_exception,
                 smtp_session=smtp_session,
                 **kwargs,
             )
-        except GraphSendDeferred as deferred:
-            # Odoo flags a mail as failed before sending it and counts on a rollback
-            # when the session drops; put it back in the queue instead, saying why.
-            message_id = deferred.message_id
-            waiting = mails.filtered(lambda mail: mail.message_id == message_id)
-            waiting.write(
-                {"state": "outgoing", "failure_type": False, "failure_reason": deferred.reason}
-            )
-            self.env["mail.notification"].sudo().search(
-                [
-                    ("mail_mail_id", "in", waiting.ids),
-                    ("notification_type", "=", "email"),
-                    ("notification_status", "=", "exception"),
-                ]
-            ).write(
-                {"notification_status": "ready", "failure_type": False, "failure_reason": False}
-            )
-            return True
-        finally:
-            if gated and mails:
-                # What did not leave counts for nothing against the limits.
-                unsent = mails.filtered(lambda mail: mail.exists() and mail.state == "outgoing")
-                self.env["microsoft.outlook.graph.send.ledger"].sudo()._release(
-                    server.sudo()._microsoft_graph_budget_account(), unsent.ids
+        with server.sudo()._microsoft_graph_sending() as sending:
+            if not sending:
+                # Another worker sends this mailbox's queue now: these mails stay queued.
+                return True
+            mails = self._microsoft_graph_claim()
+            if not mails:
+                return True
+            mails = server.sudo()._microsoft_graph_admit(mails).with_env(self.env)
+            try:
+                return super(MailMail, mails.with_context(microsoft_graph_admitted=True))._send(
+                    auto_commit=auto_commit,
+                    raise_exception=raise_exception,
+                    smtp_session=smtp_session,
+                    **kwargs,
                 )
+            except GraphSendDeferred as deferred:
+                # Odoo flags a mail as failed before sending it and counts on a rollback
+                # when the session drops; put it back in the queue instead, saying why.
+                message_id = deferred.message_id
+                waiting = mails.filtered(lambda mail: mail.message_id == message_id)
+                waiting.write(
+                    {"state": "outgoing", "failure_type": False, "failure_reason": deferred.reason}
+                )
+                self.env["mail.notification"].sudo().search(
+                    [
+                        ("mail_mail_id", "in", waiting.ids),
+                        ("notification_type", "=", "email"),
+                        ("notification_status", "=", "exception"),
+                    ]
+                ).write(
+                    {"notification_status": "ready", "failure_type": False, "failure_reason": False}
+                )
+                return True
+            finally:
+                # What did not leave counts for nothing against the limits. On the ledger's
+                # own cursor, by ids: this transaction may have failed.
+                self.env["microsoft.outlook.graph.send.ledger"].sudo()._release(
+                    server.sudo()._microsoft_graph_budget_account(), mails.ids
+                )
+
+    def _microsoft_graph_claim(self):
+        """The mails of self this transaction may send: still queued as it sees them, and
+        not changed since by another transaction (locked until the next commit).
+
+        Under REPEATABLE READ a mail that another worker sent after this transaction began
+        still looks queued; locking it fails at once instead of after it was sent again.
+        """
+        queued = self.filtered(lambda mail: mail.state == "outgoing")
+        if not queued:
+            return queued
+        claimed = []
+        try:
+            with self.env.cr.savepoint(flush=False):
+                self.env.cr.execute(
+                    "SELECT id FROM mail_mail WHERE id IN %s FOR NO KEY UPDATE SKIP LOCKED",
+                    [tuple(queued.ids)],
+                    log_exceptions=False,
+                )
+                claimed = [row[0] for row in self.env.cr.fetchall()]
+        except psycopg2.errors.SerializationFailure:
+            for mail in queued:
+                try:
+                    with self.env.cr.savepoint(flush=False):
+                        self.env.cr.execute(
+                            "SELECT id FROM mail_mail WHERE id = %s FOR NO KEY UPDATE SKIP LOCKED",
+                            [mail.id],
+                            log_exceptions=False,
+                        )
+                        claimed += [row[0] for row in self.env.cr.fetchall()]
+                except psycopg2.errors.SerializationFailure:
+                    continue
+        left = len(queued) - len(claimed)
+        if left:
+            _logger.info(
+                "[Graph API] %s queued mail(s) were sent or are being sent by another worker: "
+                "left to it",
+                left,
+            )
+        claimed = set(claimed)
+        return queued.browse([mail_id for mail_id in queued.ids if mail_id in claimed])
 
     def _microsoft_graph_is_bulk(self):
         """Mass mail, which goes after transactional mail (a password reset, an invoice)."""

@@ -54,29 +54,30 @@ class MicrosoftOutlookGraphConnection(models.Model):
         Concurrent refreshes of one server queue here; a reader that was not locked sees
         the row as it was before the block, and what it committed afterwards.
         """
-        with committed_cursor(self.env) as env:
-            cr = env.cr
-            cr.execute(
-                f"INSERT INTO {self._table} "  # noqa: S608 - the model's own table
-                "(res_model, res_id, needs_reconnect, full_access, create_uid, create_date, "
-                "write_uid, write_date) VALUES (%s, %s, false, false, %s, "
-                "now() at time zone 'UTC', %s, now() at time zone 'UTC') "
-                "ON CONFLICT (res_model, res_id) DO NOTHING",
-                [server._name, server.id, env.uid, env.uid],
-            )
-            cr.execute(
-                f"SELECT id FROM {self._table} "  # noqa: S608 - the model's own table
-                "WHERE res_model = %s AND res_id = %s FOR NO KEY UPDATE",
-                [server._name, server.id],
-            )
-            connection = self.with_env(env).sudo().browse(cr.fetchone()[0])
-            # What the previous holder of the lock committed, not what this cursor cached.
-            connection.invalidate_recordset()
-            try:
+        try:
+            with committed_cursor(self.env) as env:
+                cr = env.cr
+                cr.execute(
+                    f"INSERT INTO {self._table} "  # noqa: S608 - the model's own table
+                    "(res_model, res_id, needs_reconnect, full_access, create_uid, create_date, "
+                    "write_uid, write_date) VALUES (%s, %s, false, false, %s, "
+                    "now() at time zone 'UTC', %s, now() at time zone 'UTC') "
+                    "ON CONFLICT (res_model, res_id) DO NOTHING",
+                    [server._name, server.id, env.uid, env.uid],
+                )
+                cr.execute(
+                    f"SELECT id FROM {self._table} "  # noqa: S608 - the model's own table
+                    "WHERE res_model = %s AND res_id = %s FOR NO KEY UPDATE",
+                    [server._name, server.id],
+                )
+                connection = self.with_env(env).sudo().browse(cr.fetchone()[0])
+                # What the previous holder of the lock committed, not what this cursor cached.
+                connection.invalidate_recordset()
                 yield connection
-            finally:
-                # The caller's cache of this connection (and of its servers' fields) is stale.
-                self.env.invalidate_all()
+        finally:
+            # The caller's cache of this connection (and of its servers' fields) is stale;
+            # cleared once the block's cursor is closed.
+            self.env.invalidate_all()
 
     @api.model
     def _write_committed(self, server, values):

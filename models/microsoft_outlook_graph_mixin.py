@@ -507,10 +507,10 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
             )
         else:
             route = self.env._(
-                "The connected account has no Full Access on %s: mail is sent from its own "
-                "mailbox with %s as sender, and the copies go to its own Sent Items.",
-                address,
-                address,
+                "The connected account has no Full Access on %(mailbox)s: mail is sent from "
+                "its own mailbox with %(mailbox)s as sender, and the copies go to its own Sent "
+                "Items.",
+                mailbox=address,
             )
         return [
             route,

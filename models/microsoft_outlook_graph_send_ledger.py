@@ -43,6 +43,9 @@ class MicrosoftOutlookGraphSendLedger(models.Model):
     mail_id = fields.Integer(index="btree_not_null", readonly=True)
     message_id = fields.Char("Message-Id", index="btree_not_null", readonly=True)
     mail_server_id = fields.Many2one("ir.mail_server", ondelete="set null", readonly=True)
+    confirmed = fields.Boolean(
+        readonly=True, help="Microsoft accepted the message: it counts whatever Odoo does next."
+    )
 
     @api.model
     def _budget(self, account, limits, now):
@@ -69,27 +72,30 @@ class MicrosoftOutlookGraphSendLedger(models.Model):
 
     @api.model
     def _confirm_sent(self, account, message_id, accepted_at):
-        """Move the entries of a sent message to when Microsoft accepted it, if later.
+        """Confirm the entries of a sent message, moved to when Microsoft accepted it if later.
 
         In the ledger's own locked transaction, where the entries were written: the caller's
         transaction may not see them yet.
         """
         with self._locked(account) as ledger:
-            ledger.search(
-                [
-                    ("account", "=", account),
-                    ("message_id", "=", message_id),
-                    ("sent_at", "<", accepted_at),
-                ]
-            ).write({"sent_at": accepted_at})
+            entries = ledger.search([("account", "=", account), ("message_id", "=", message_id)])
+            entries.filtered(lambda entry: entry.sent_at < accepted_at).sent_at = accepted_at
+            entries.confirmed = True
 
     @api.model
     def _release(self, account, mail_ids):
-        """Forget the entries of mails that did not leave: they count for nothing."""
+        """Forget the entries of mails that Microsoft did not accept: they count for nothing.
+
+        By mail ids, whatever their state: the caller's transaction may have failed.
+        """
         if mail_ids:
             with self._locked(account) as ledger:
                 ledger.search(
-                    [("account", "=", account), ("mail_id", "in", list(mail_ids))]
+                    [
+                        ("account", "=", account),
+                        ("mail_id", "in", list(mail_ids)),
+                        ("confirmed", "=", False),
+                    ]
                 ).unlink()
 
     @api.model

@@ -195,11 +195,22 @@ class TestConnectBadInput(GraphHttpCase):
         result = self.accepted_redirect(login=defaults.ALICE)
         self.assert_refused(self.url_open(result.url, allow_redirects=False), defaults.ALICE)
 
-    def test_shared_mailbox_without_access(self):
-        self.server.write({"smtp_user": defaults.SALES, "microsoft_graph_mailbox_kind": "shared"})
+    def test_shared_incoming_mailbox_without_access(self):
+        """Reading a shared mailbox needs Full Access: without it nothing is connected."""
+        self.server = self.create_incoming(defaults.SALES, kind="shared")
         result = self.accepted_redirect(login=defaults.ALICE)
         with mute_logger(GRAPH_LOGGER):
             self.assert_refused(self.url_open(result.url, allow_redirects=False), "Full Access")
+
+    def test_shared_outgoing_mailbox_without_full_access_connects(self):
+        """Sending needs Send As (or on Behalf), which Graph cannot show without sending, and
+        not Full Access: the server connects and says which route its mail takes."""
+        self.server.write({"smtp_user": defaults.SALES, "microsoft_graph_mailbox_kind": "shared"})
+        result = self.accepted_redirect(login=defaults.ALICE)
+        response = self.url_open(result.url, allow_redirects=False)
+        self.assertIn(response.status_code, (302, 303))
+        self.assertEqual(self.server.microsoft_graph_status, "valid")
+        self.assertFalse(self.server.microsoft_graph_full_access)
 
     # the buttons ---------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import msal
 import requests
 
 from .certificates import AssertionSigner, CertificateError, explain_refusal
+from .endpoints import CLOUDS
 from .errors import (
     GraphAuthError,
     GraphConfigError,
@@ -56,8 +57,9 @@ _SCOPES = {
 
 # One number, not (connect, read): Odoo's test transport compares it with an int.
 TIMEOUT = 30
-# The Graph resource of the global cloud; the other clouds name their own Graph host.
-GRAPH_RESOURCE = "https://graph.microsoft.com"
+# The Graph resource of the global cloud (custom endpoints stand in front of it); the
+# other clouds name their own Graph host.
+GRAPH_RESOURCE = CLOUDS["global"][1]
 # Entra's answer to a client assertion signed with a key the app does not have (or has
 # expired): the next (older) certificate may still be registered.
 _UNKNOWN_KEY = "700027"

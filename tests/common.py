@@ -68,6 +68,10 @@ class GraphSandboxMixin:
             # their own; in test mode those share the test's transaction.
             self.registry_enter_test_mode()
             self.configure_outlook()
+            # The addon's notices to administrators land in their Odoo inbox: mailed out,
+            # they would leave through a test database's absent SMTP server, and Odoo
+            # would warn about its fallback in every test that raises one.
+            self.env.ref("base.user_admin").notification_type = "inbox"
         self._install_leak_guard()
 
     def registry_enter_test_mode(self, **kwargs):

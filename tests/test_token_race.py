@@ -43,6 +43,9 @@ class TestTokenRace(GraphTransactionCase):
                 if param.key.startswith(SETTINGS_PREFIXES)
             }
             self.configure_outlook(env)
+            admin = env.ref("base.user_admin")
+            self.saved_notification_type = admin.notification_type
+            admin.notification_type = "inbox"  # as the shared setUp does (tests/common.py)
             server = env["ir.mail_server"].create(
                 {
                     "name": "Race",
@@ -86,6 +89,7 @@ class TestTokenRace(GraphTransactionCase):
             env = api.Environment(cr, SUPERUSER_ID, {})
             env["ir.mail_server"].browse(self.server_id).unlink()
             env[LEDGER].search([("account", "=", ACCOUNT)]).unlink()
+            env.ref("base.user_admin").notification_type = self.saved_notification_type
             Config = env["ir.config_parameter"]
             Config.search([("key", "=like", "microsoft_outlook_graph.%")]).unlink()
             for key, value in self.saved_params.items():

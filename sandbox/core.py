@@ -39,13 +39,35 @@ HANDLER_MODULES = (
 
 
 class Clock:
-    """Wall time plus an offset tests move forward with Sandbox.advance()."""
+    """Wall time plus an offset tests move forward with Sandbox.advance().
+
+    A test that must not depend on how fast the machine runs calls freeze(): the clock then
+    stands still at one moment and only advance() moves it. reset() lets it run again.
+    """
 
     def __init__(self):
         self.offset = 0.0
+        self.frozen_at = None
+
+    def freeze(self, at=None):
+        """Stop the clock at epoch seconds at (default: its current whole second)."""
+        if isinstance(at, datetime.datetime):
+            at = at.replace(tzinfo=at.tzinfo or UTC).timestamp()
+        self.frozen_at = float(int(self.now())) if at is None else float(at)
+        self.offset = 0.0
+        return self
+
+    def unfreeze(self):
+        self.frozen_at = None
+        self.offset = 0.0
+
+    @property
+    def frozen(self):
+        return self.frozen_at is not None
 
     def now(self):
-        return time.time() + self.offset
+        base = time.time() if self.frozen_at is None else self.frozen_at
+        return base + self.offset
 
     def datetime(self):
         return datetime.datetime.fromtimestamp(self.now(), UTC)
@@ -76,7 +98,7 @@ class Sandbox:
         # Requests still held (timeout faults) when a test resets belong to the old state.
         self.epoch = getattr(self, "epoch", 0) + 1
         self.rng.seed(self.seed)
-        self.clock.offset = 0.0
+        self.clock.unfreeze()
         self.directory = Directory(self.rng, self.clock)
         self.tokens = TokenStore()
         self.faults.clear()

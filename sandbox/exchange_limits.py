@@ -17,6 +17,18 @@
   before, in submission order, recorded as ``Delivery.delivered_at``; mail to a sandbox mailbox
   reaches its Inbox then (``release_due``).
 
+- The tenant's external recipient rate (TERRL; Exchange Team blog, "Introducing Exchange Online
+  Tenant Outbound Email Limits", Feb 24 2025): every mailbox of a tenant together may send to at
+  most 500 x (licences ^ 0.7) + 9,500 external recipients in a sliding day (5,000 for a trial
+  tenant); licences default to the tenant's user mailboxes. External: a domain that is not an
+  accepted domain (the tenant's domain, the domains of its mailboxes, and any configured with
+  ``configure_tenant_limit(accepted_domains=...)``; ``*.domain`` accepts its subdomains). A
+  message whose external recipients do not all fit is refused for all of them (202, then an NDR
+  ``550 5.7.233``, ``5.7.232`` for a trial tenant, in the submitting mailbox's Inbox); its
+  internal recipients still get it. Refused recipients count for nothing, neither against the
+  tenant nor against the mailbox's recipient rate (Microsoft does not say; the choice that
+  never lets the sandbox refuse what Exchange would let go is not known either way).
+
 Exchange counts a send through Send As or Send on Behalf against the delegate (the signed-in
 user), not against the mailbox sent from: budgets are kept per signed-in user's mailbox. The day
 and the minute are multiplied by ``time_scale`` (None: the one of ``configure_limits``). Every
@@ -73,11 +85,36 @@ class _Budget:
     departures: collections.deque = field(default_factory=collections.deque)
 
 
+TENANT_DEFAULTS = {
+    # None: 500 x licences^0.7 + 9,500 (5,000 for a trial tenant).
+    "external_recipients_per_day": None,
+    # None: the tenant's user mailboxes.
+    "licences": None,
+    "trial": False,
+    # Accepted domains besides the tenant's domain and its mailboxes' domains.
+    "accepted_domains": (),
+    # None: follow Sandbox.configure_limits(time_scale=...).
+    "time_scale": None,
+}
+TERRL_STATUS = "550 5.7.233"
+TERRL_TRIAL_STATUS = "550 5.7.232"
+TERRL_TEXT = (
+    "Your message can't be sent because your tenant exceeded its daily limit for sending "
+    "email to external recipients (tenant external recipient rate limit)"
+)
+TERRL_TRIAL_TEXT = (
+    "Your message can't be sent because your trial tenant has exceeded its daily limit for "
+    "sending email to external recipients (tenant external recipient rate limit)"
+)
+
+
 @dataclass
 class _State:
     defaults: dict = field(default_factory=lambda: dict(DEFAULTS))
     overrides: dict = field(default_factory=dict)  # mailbox id -> settings
     budgets: dict = field(default_factory=lambda: collections.defaultdict(_Budget))
+    tenant_settings: dict = field(default_factory=dict)  # tenant id -> settings
+    tenant_budgets: dict = field(default_factory=lambda: collections.defaultdict(_Budget))
     held: list = field(default_factory=list)  # heap of (delivered_at, seq, address, raw)
     seq: itertools.count = field(default_factory=itertools.count)
 
@@ -88,6 +125,9 @@ class Admission:
 
     delivered_at: float
     bounced: bool = False
+    # External recipients refused for the tenant's limit (an NDR goes back for them).
+    refused: tuple = ()
+    trial: bool = False
 
 
 def register(router, sb):
@@ -95,6 +135,9 @@ def register(router, sb):
     sb.sending_limits = lambda mailbox: effective(sb, mailbox)
     sb.recipients_used = lambda mailbox: recipients_used(sb, mailbox)
     sb.release_deliveries = lambda: release_due(sb)
+    sb.configure_tenant_limit = lambda tenant, **settings: configure_tenant(sb, tenant, **settings)
+    sb.tenant_limit = lambda tenant: tenant_effective(sb, tenant)
+    sb.tenant_external_used = lambda tenant: tenant_external_used(sb, tenant)
 
 
 def _state(sb):
@@ -146,6 +189,75 @@ def _settings(sb, box):
     return settings
 
 
+def configure_tenant(sb, tenant, **settings):
+    """Set the tenant's external recipient rate: external_recipients_per_day (None: from the
+    formula), licences, trial, accepted_domains, time_scale."""
+    unknown = set(settings) - set(TENANT_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown tenant limit settings: {sorted(unknown)}")
+    for name in ("external_recipients_per_day", "licences"):
+        value = settings.get(name)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive integer or None")
+    if "accepted_domains" in settings:
+        settings["accepted_domains"] = tuple(
+            str(domain).strip().lower() for domain in settings["accepted_domains"] or ()
+        )
+    with sb.lock:
+        key = sb.directory.require_tenant(tenant).id
+        _state(sb).tenant_settings.setdefault(key, {}).update(settings)
+
+
+def _tenant_settings(sb, tenant):
+    settings = dict(TENANT_DEFAULTS)
+    settings.update(_state(sb).tenant_settings.get(tenant.id, {}))
+    if settings["licences"] is None:
+        settings["licences"] = max(1, len(sb.directory.tenant_users(tenant)))
+    if settings["external_recipients_per_day"] is None:
+        settings["external_recipients_per_day"] = (
+            5_000 if settings["trial"] else int(500 * settings["licences"] ** 0.7 + 9_500)
+        )
+    if settings["time_scale"] is None:
+        settings["time_scale"] = sb.limits.time_scale
+    domains = {tenant.domain.lower(), *settings["accepted_domains"]}
+    domains.update(
+        box.address.rpartition("@")[2].lower()
+        for box in sb.directory.mailboxes.values()
+        if box.tenant is tenant
+    )
+    settings["accepted_domains"] = tuple(sorted(domains))
+    return settings
+
+
+def tenant_effective(sb, tenant):
+    """The tenant's limit settings, formula, accepted domains and time_scale resolved."""
+    with sb.lock:
+        return _tenant_settings(sb, sb.directory.require_tenant(tenant))
+
+
+def tenant_external_used(sb, tenant):
+    """External recipients of the whole tenant in the current sliding day (sandbox clock)."""
+    with sb.lock:
+        tenant = sb.directory.require_tenant(tenant)
+        settings = _tenant_settings(sb, tenant)
+        budget = _state(sb).tenant_budgets[tenant.id]
+        _trim(budget, sb.clock.now(), DAY * settings["time_scale"])
+        return budget.used
+
+
+def _external(recipients, domains):
+    accepted = set(domains)
+
+    def internal(address):
+        domain = address.rpartition("@")[2].lower()
+        parts = domain.split(".")
+        return domain in accepted or any(
+            "*." + ".".join(parts[i:]) in accepted for i in range(1, len(parts))
+        )
+
+    return [address for address in dict.fromkeys(recipients) if not internal(address)]
+
+
 def effective(sb, mailbox):
     """The settings that apply to a mailbox, time_scale resolved."""
     with sb.lock:
@@ -188,6 +300,16 @@ def submit(sb, charged, recipients, now):
     budget = _state(sb).budgets[charged.id]
     _trim(budget, now, DAY * scale)
     per_day = settings["recipients_per_day"]
+    # The tenant's external recipients: all of the message's or none (refused ones count
+    # for nothing, for the tenant nor for the mailbox).
+    tenant = _tenant_settings(sb, charged.tenant)
+    external = _external(recipients, tenant["accepted_domains"])
+    tenant_budget = _state(sb).tenant_budgets[charged.tenant.id]
+    _trim(tenant_budget, now, DAY * tenant["time_scale"])
+    refused = ()
+    if external and tenant_budget.used + len(external) > tenant["external_recipients_per_day"]:
+        refused = tuple(external)
+        count -= len(external)
     if per_day is not None and budget.used + count > per_day:
         if settings["refusal"] == "error":
             raise GraphError(
@@ -197,9 +319,18 @@ def submit(sb, charged, recipients, now):
                 f"24-hour period. {QUOTA_SMTP}",
             )
         return Admission(delivered_at=now, bounced=True)
+    if not refused and external:
+        tenant_budget.sent.append((now, len(external)))
+        tenant_budget.used += len(external)
+    if count == 0:
+        return Admission(delivered_at=now, refused=refused, trial=tenant["trial"])
     budget.sent.append((now, count))
     budget.used += count
-    return Admission(delivered_at=_departure(budget, now, settings, MINUTE * scale))
+    return Admission(
+        delivered_at=_departure(budget, now, settings, MINUTE * scale),
+        refused=refused,
+        trial=tenant["trial"],
+    )
 
 
 def _departure(budget, now, settings, minute):
@@ -245,8 +376,53 @@ def bounce(sb, mailbox, transmitted, recipients, now):
     sb.directory.deliver(mailbox.address, raw, "inbox", parse_moment(now))
 
 
+def report_refused(sb, mailbox, transmitted, recipients, admission, now):
+    """Send back the NDR of what admission refused; the recipients Exchange still delivers to
+    (none for a message refused by the recipient rate; the internal ones for the tenant's)."""
+    if admission.bounced:
+        bounce(sb, mailbox, transmitted, recipients, now)
+        return []
+    if admission.refused:
+        bounce_tenant(sb, mailbox, transmitted, admission.refused, now, trial=admission.trial)
+        return [address for address in recipients if address not in admission.refused]
+    return recipients
+
+
+def bounce_tenant(sb, mailbox, transmitted, refused, now, trial=False):
+    """Deliver the tenant limit NDR (5.7.233, 5.7.232 for a trial tenant) for the external
+    recipients refused into the Inbox of the mailbox the message left from."""
+    raw = tenant_ndr(mailbox, transmitted, refused, now, sb.rng.getrandbits(64), trial=trial)
+    sb.directory.deliver(mailbox.address, raw, "inbox", parse_moment(now))
+
+
+def tenant_ndr(mailbox, transmitted, recipients, now, nonce, trial=False):
+    """The DSN Exchange sends back for external recipients refused by the tenant's limit."""
+    status, text = (TERRL_TRIAL_STATUS, TERRL_TRIAL_TEXT) if trial else (TERRL_STATUS, TERRL_TEXT)
+    readable = [
+        text + ".",
+        "",
+        "Your message wasn't delivered to these recipients:",
+        *(f"  {address}" for address in dict.fromkeys(recipients)),
+    ]
+    return _report(mailbox, transmitted, recipients, now, nonce, readable, status, text)
+
+
 def quota_ndr(mailbox, transmitted, recipients, now, nonce):
     """The DSN (RFC 3464) Exchange sends back for a message refused by the recipient rate."""
+    readable = [
+        "Your message couldn't be delivered because you've exceeded your sending quota: the",
+        "mailbox has sent to too many recipients in the last 24 hours. Try again later.",
+        "",
+        "The message was not sent to:",
+        *(f"  {address}" for address in dict.fromkeys(recipients)),
+    ]
+    return _report(
+        mailbox, transmitted, recipients, now, nonce, readable, "554 5.2.0", QUOTA_DIAGNOSTIC
+    )
+
+
+def _report(mailbox, transmitted, recipients, now, nonce, readable, status_line, diagnostic):
+    """A DSN (RFC 3464) as Exchange writes it, from inside the organization."""
     domain = mailbox.address.rpartition("@")[2]
     # compat32 keeps encoded words as they are, so the report stays ASCII like the original.
     original = BytesHeaderParser().parsebytes(transmitted[: _header_end(transmitted)])
@@ -274,19 +450,17 @@ def quota_ndr(mailbox, transmitted, recipients, now, nonce):
         "MIME-Version: 1.0",
         f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
     ]
-    listed = "\r\n".join(f"  {address}" for address in dict.fromkeys(recipients))
+    code = status_line.split()[1]
     readable = [
         "Content-Type: text/plain; charset=us-ascii",
         "",
-        "Your message couldn't be delivered because you've exceeded your sending quota: the",
-        "mailbox has sent to too many recipients in the last 24 hours. Try again later.",
-        "",
-        "The message was not sent to:",
-        listed,
+        *readable,
         "",
         "Diagnostic information for administrators:",
         f"Generating server: {reporter}",
-        f"Remote server returned '{QUOTA_DIAGNOSTIC}'",
+        f"Remote server returned '{status_line} {diagnostic}'"
+        if not diagnostic.startswith(status_line)
+        else f"Remote server returned '{diagnostic}'",
     ]
     status = [
         "Content-Type: message/delivery-status",
@@ -299,8 +473,9 @@ def quota_ndr(mailbox, transmitted, recipients, now, nonce):
             "",
             f"Final-Recipient: rfc822;{address}",
             "Action: failed",
-            "Status: 5.2.0",
-            f"Diagnostic-Code: smtp;{QUOTA_DIAGNOSTIC}",
+            f"Status: {code}",
+            "Diagnostic-Code: smtp;"
+            + (diagnostic if diagnostic.startswith(status_line) else f"{status_line} {diagnostic}"),
         ]
     # The returned headers name the original Message-ID, for whoever matches reports to mail.
     returned = transmitted[: _header_end(transmitted)].decode("utf-8", "replace").splitlines()

@@ -411,8 +411,11 @@ def _submit(sb, request, mailbox, raw, save, draft=None):
     else:
         kept = None
     transmitted = without_header(raw, "Bcc")
-    if admission.bounced:
-        exchange_limits.bounce(sb, mailbox, transmitted, recipients, now)
+    # What Exchange refused goes back as an NDR; the recipients still to deliver to.
+    recipients = exchange_limits.report_refused(
+        sb, mailbox, transmitted, recipients, admission, now
+    )
+    if not recipients:
         return
     own_id = str(headers_of(transmitted).get("Message-ID", "")).strip()
     sb.directory.outbox.append(

@@ -102,6 +102,54 @@ def too_many_recipients(count, limits=DEFAULT_LIMITS):
 RECIPIENTS_PER_DAY = "recipients_per_day"
 RECIPIENTS_PER_MESSAGE = "recipients_per_message"
 MESSAGES_PER_MINUTE = "messages_per_minute"
+TENANT_EXTERNAL = "tenant_external_recipients"
+
+# The tenant external recipient rate limit (TERRL) of Exchange Online: the external recipients
+# of every mailbox of a tenant together, in a sliding 24 hours (docs/sending-limits.md).
+TRIAL_TENANT_LIMIT = 5_000
+
+
+def tenant_external_limit(licences, trial=False):
+    """Microsoft's formula: 500 x (purchased email licences ^ 0.7) + 9,500; 5,000 for a
+    trial tenant. Rounded down (Microsoft's own examples round to the nearest): never above
+    Exchange's. Fewer than one licence counts as one."""
+    if trial:
+        return TRIAL_TENANT_LIMIT
+    return int(500 * max(1, int(licences or 0)) ** 0.7 + 9_500)
+
+
+def accepted_domains(domains):
+    """The tenant's accepted domains as a frozenset, lower case; an entry "*.example.com"
+    accepts every subdomain of example.com (Exchange's internal relay domain that accepts
+    mail for all subdomains)."""
+    found = set()
+    for value in domains or ():
+        domain = str(value or "").strip().strip(".").lower().lstrip("@")
+        if domain:
+            found.add(domain)
+    return frozenset(found)
+
+
+def is_internal(address, domains):
+    domain = str(address or "").rpartition("@")[2].strip().lower().rstrip(".")
+    if not domain:
+        return True
+    if domain in domains:
+        return True
+    parts = domain.split(".")
+    return any("*." + ".".join(parts[i:]) in domains for i in range(1, len(parts)))
+
+
+def count_external(domains, *fields):
+    """External recipients of one message: its distinct addresses (To, Cc, Bcc: header
+    values or lists) whose domain is not one of ``domains`` (``accepted_domains``)."""
+    values = []
+    for item in fields:
+        if not item:
+            continue
+        values.extend([item] if isinstance(item, str) else [str(v) for v in item if v])
+    addresses = {address.lower() for _, address in email.utils.getaddresses(values) if address}
+    return sum(1 for address in addresses if not is_internal(address, domains))
 
 
 def _too_many_reason(count, limits):
@@ -208,6 +256,23 @@ class Budget:
     def forecast(self, queue, now):
         return _forecast(queue, self._entries, self.limits, now)
 
+    def room_at(self, recipient_count, now):
+        """The earliest time from now when the rolling day has room for recipient_count more
+        recipients (None: never, more than a whole day allows), the message rate and the
+        order of the entries aside: the tenant's budget, which every mailbox of the tenant
+        spends side by side."""
+        seconds = _seconds(now)
+        per_day = self.limits.recipients_per_day
+        if per_day is None:
+            return now
+        if recipient_count > per_day:
+            return None
+        if self.recipients_used(seconds) + recipient_count <= per_day:
+            return now
+        total, allowed = self._before[-1], per_day - recipient_count
+        must_leave = bisect.bisect_left(self._before, total - allowed)
+        return _like(now, max(seconds, self._day_ends[must_leave - 1]))
+
     def admit(self, recipient_count, now, hold=0.0):
         """Whether a message of recipient_count may be handed to Exchange at now (see Admission).
 
@@ -273,10 +338,19 @@ class _Pacer:
 
     def place(self, count):
         """The time the next mail of count recipients goes (recorded), or None: never."""
+        at = self.earliest(count)
+        if at is not None:
+            self.commit(at, count)
+        return at
+
+    def earliest(self, count, at=None):
+        """The earliest time from at (or the last placement) when count may go; None: never.
+
+        Entries that left the day by then are dropped: every later placement is later."""
         limits = self.limits
         if too_many_recipients(count, limits):
             return None
-        at, day, window = self.at, self.day, limits.window
+        at, day, window = max(self.at, at or self.at), self.day, limits.window
         per_day = limits.recipients_per_day
         if per_day is not None:
             while day and (day[0][0] + window <= at or self.used + count > per_day):
@@ -286,13 +360,51 @@ class _Pacer:
         rate = limits.messages_per_minute
         if rate is not None and len(self.recent) == rate:
             at = max(at, self.recent[0] + limits.minute)
-        if per_day is not None:
-            day.append((at, count))
+        return at
+
+    def commit(self, at, count):
+        if self.limits.recipients_per_day is not None:
+            self.day.append((at, count))
             self.used += count
-        if rate is not None:
+        if self.limits.messages_per_minute is not None:
             self.recent.append(at)
         self.at = at
-        return at
+
+
+class _SharedPacer:
+    """A day's budget that many mailboxes spend side by side (the tenant's external
+    recipients): a mail may go before another mailbox's later one, so placements are not
+    in time order. Conservative: an entry counts until it is dropped to make room, and no
+    mail is then placed before the moment it left (``floor``); never over the limit."""
+
+    def __init__(self, entries, limits, start):
+        self.limits = limits
+        first = bisect.bisect_right([when + limits.window for when, _ in entries], start)
+        self.day = sorted(entries[first:])
+        self.gone = 0  # self.day[:gone] left the window
+        self.used = sum(count for _, count in self.day)
+        self.floor = start
+
+    def earliest(self, count, at):
+        per_day = self.limits.recipients_per_day
+        if not count or per_day is None:
+            return at
+        if count > per_day:
+            return None
+        day = self.day
+        while self.used + count > per_day:
+            when, gone = day[self.gone]
+            self.gone += 1
+            self.used -= gone
+            self.floor = max(self.floor, when + self.limits.window)
+        return max(at, self.floor)
+
+    def commit(self, at, count):
+        if count and self.limits.recipients_per_day is not None:
+            # Placements are at or after the floor, and the floor only rises: bisect keeps
+            # the day sorted for what is still to be dropped.
+            bisect.insort(self.day, (at, count), lo=self.gone)
+            self.used += count
 
 
 def _forecast(queue, entries, limits, now):
@@ -311,6 +423,59 @@ def _forecast(queue, entries, limits, now):
         slots.append((mail_id, when))
         times[mail_id] = when
     return Forecast(slots, _like(now, last), tuple(refused), times)
+
+
+@dataclass(frozen=True)
+class SharedForecast(Forecast):
+    """A Forecast of several mailboxes that share the tenant's budget; ``empties_by_key``:
+    {mailbox key: when its last mail that can go goes}."""
+
+    empties_by_key: dict = field(default_factory=dict)
+
+
+def forecast_shared(queue, ledgers, limits, shared_ledger, shared_limits, now):
+    """When each queued mail of several mailboxes of one tenant can go.
+
+    queue: [(mail_id, key, recipient_count, external_count)] in sending order across the
+    mailboxes (transactional first, then oldest); ledgers and limits: {key: ledger} and
+    {key: Limits} of each mailbox; shared_ledger: [(sent_at, external_count)] of the whole
+    tenant; shared_limits: its Limits (only recipients_per_day and window count). Each mail
+    goes at the earliest time its mailbox's limits and the tenant's budget both allow; a mail
+    of one mailbox never waits for another mailbox's. O(len(queue) log + len(ledgers)).
+    """
+    start = _seconds(now)
+    shared = _SharedPacer(_entries(shared_ledger), shared_limits, start)
+    pacers = {}
+    slots, refused, times, by_key, last = [], [], {}, {}, start
+    for mail_id, key, count, external in queue:
+        pacer = pacers.get(key)
+        if pacer is None:
+            entries = _entries(ledgers.get(key, ()))
+            pacer = pacers[key] = _Pacer(
+                entries, limits[key], max(start, entries[-1][0]) if entries else start
+            )
+        at = pacer.earliest(count)
+        if at is not None:
+            shared_at = shared.earliest(external, at)
+            # The mailbox's own limits again at the tenant's time (they only get looser).
+            at = None if shared_at is None else pacer.earliest(count, shared_at)
+        if at is None:
+            refused.append(mail_id)
+        else:
+            pacer.commit(at, count)
+            shared.commit(at, external)
+            last = max(last, at)
+            by_key[key] = max(by_key.get(key, at), at)
+        when = _like(now, at)
+        slots.append((mail_id, when))
+        times[mail_id] = when
+    return SharedForecast(
+        slots,
+        _like(now, last),
+        tuple(refused),
+        times,
+        {key: _like(now, at) for key, at in by_key.items()},
+    )
 
 
 def forecast(queue, ledger=(), limits=DEFAULT_LIMITS, now=None):
@@ -353,6 +518,19 @@ def _texts(value, depth=0):
         yield from _texts(list(value.args), depth + 1)
     else:
         yield str(value)
+
+
+# The tenant's external recipient rate: enhanced status 5.7.233 (5.7.232 for a trial tenant) of
+# Exchange Online's NDR table, "... exceeded its daily limit for sending email to external
+# recipients (tenant external recipient rate limit)".
+_TENANT = re.compile(
+    r"(?<![\d.])5\.7\.23[23](?![\d.])|tenant external recipient rate limit", re.IGNORECASE
+)
+
+
+def is_tenant_refusal(value):
+    """True for Exchange's refusal of external mail past the tenant's limit (TERRL)."""
+    return any(_TENANT.search(text) for text in _texts(value))
 
 
 def is_quota_refusal(value):
@@ -408,32 +586,51 @@ def parse_quota_ndr(raw_mime):
     """The original Message-ID of a recipient rate NDR, or None for any other message.
 
     A report (``multipart/report``, or a message Exchange marks X-MS-Exchange-Message-Is-Ndr)
-    whose own text or status says SubmissionQuotaExceeded (a returned original is not looked
-    into); the Message-ID comes from its returned headers or message, else from In-Reply-To or
-    References.
+    whose own text or status says SubmissionQuotaExceeded, or 5.7.233 / 5.7.232 (the
+    tenant's external recipient rate: ``quota_ndr_limit`` tells which; a returned original
+    is not looked into); the Message-ID comes from its returned headers or message, else
+    from In-Reply-To or References.
     """
     if isinstance(raw_mime, str):
         raw_mime = raw_mime.encode("utf-8", "surrogateescape")
     message = email.message_from_bytes(bytes(raw_mime), policy=email.policy.default)
-    if (
-        message.get_content_type() != "multipart/report"
-        and message.get("X-MS-Exchange-Message-Is-Ndr") is None
-    ):
-        return None
-    leaves = list(_leaves(message)) if message.is_multipart() else [message]
-    texts = (
-        _part_text(part)
-        for part in leaves
-        if part.get_content_maintype() == "text"
-        or part.get_content_type() == "message/delivery-status"
-    )
-    if not any(_QUOTA.search(text) for text in texts):
+    if _report_limit(message) is None:
         return None
     return (
         _returned_id(message)
         or _first_id(message.get("In-Reply-To"))
         or _first_id(message.get("References"))
     )
+
+
+def _report_limit(message):
+    if (
+        message.get_content_type() != "multipart/report"
+        and message.get("X-MS-Exchange-Message-Is-Ndr") is None
+    ):
+        return None
+    leaves = list(_leaves(message)) if message.is_multipart() else [message]
+    texts = [
+        _part_text(part)
+        for part in leaves
+        if part.get_content_maintype() == "text"
+        or part.get_content_type() == "message/delivery-status"
+    ]
+    if any(_QUOTA.search(text) for text in texts):
+        return RECIPIENTS_PER_DAY
+    if any(_TENANT.search(text) for text in texts):
+        return TENANT_EXTERNAL
+    return None
+
+
+def quota_ndr_limit(raw_mime):
+    """Which limit a report says Exchange refused for: RECIPIENTS_PER_DAY (the mailbox's
+    recipient rate), TENANT_EXTERNAL (the tenant's external recipient rate), or None."""
+    if isinstance(raw_mime, str):
+        raw_mime = raw_mime.encode("utf-8", "surrogateescape")
+    if not isinstance(raw_mime, bytes | bytearray | memoryview):
+        raw_mime = raw_mime.as_bytes()
+    return _report_limit(email.message_from_bytes(bytes(raw_mime), policy=email.policy.default))
 
 
 # Who Exchange Online names as the sender of the reports it generates itself.

@@ -10,6 +10,7 @@ import pytest
 from sandbox import defaults
 from sandbox.defaults import ADMIN, ALICE, SALES
 from sandbox.exchange_limits import DAY, MINUTE
+from services import sending_limits
 from services.endpoints import Endpoints
 from services.errors import GraphTransientError
 from services.graph import GraphClient
@@ -331,3 +332,94 @@ def test_graph_sender_sees_a_transient_quota_error_or_a_success_then_an_ndr(sand
     sent = sender.send(mime("<c@x>"))
     assert sent.internet_message_id == "<c@x>"
     assert [parse_quota_ndr(m.raw) for m in sandbox.messages(ADMIN)] == ["<c@x>"]
+
+
+# the tenant's external recipient rate (TERRL) ----------------------------------------------------
+# Exchange Team blog, "Introducing Exchange Online Tenant Outbound Email Limits" (Feb 24 2025):
+# every mailbox of a tenant together may send to 500 x licences^0.7 + 9,500 external recipients
+# (trial tenants 5,000) in a sliding 24 hours; external = not an accepted domain of the tenant;
+# past it, external mail is refused with an NDR until the window rolls on. Microsoft's NDR table
+# ("Email non-delivery report (NDR) and SMTP errors in Exchange Online"): 5.7.233, and 5.7.232
+# for a trial tenant.
+
+
+def _ndrs(sandbox, address):
+    return [
+        parsed(m.raw)
+        for m in sandbox.directory.mailbox(address).folder("inbox").messages.values()
+        if "Undeliverable" in str(parsed(m.raw)["Subject"])
+    ]
+
+
+def test_tenant_limit_defaults_to_microsofts_formula(sandbox):
+    tenant = sandbox.directory.tenant(defaults.TENANT_DOMAIN)
+    settings = sandbox.tenant_limit(tenant)
+    # Two user mailboxes in the standard tenant: two licences.
+    assert settings["licences"] == 2
+    assert settings["external_recipients_per_day"] == int(500 * 2**0.7 + 9_500)
+    sandbox.configure_tenant_limit(tenant, trial=True)
+    assert sandbox.tenant_limit(tenant)["external_recipients_per_day"] == 5_000
+    sandbox.configure_tenant_limit(tenant, trial=False, licences=100)
+    assert sandbox.tenant_limit(tenant)["external_recipients_per_day"] == 22_059
+
+
+def test_tenant_limit_counts_every_mailbox_and_only_external_recipients(sandbox, send):
+    tenant = defaults.TENANT_DOMAIN
+    sandbox.configure_tenant_limit(tenant, external_recipients_per_day=4)
+    # Internal recipients (an accepted domain) never count.
+    assert send(mime("<i@x>", to=[ALICE, "someone@contoso.test", *people(2)])).status_code == 202
+    assert sandbox.tenant_external_used(tenant) == 2
+    assert (
+        send(mime("<a@x>", to=people(2, "fabrikam.test"), sender=ALICE), login=ALICE).status_code
+        == 202
+    )
+    assert sandbox.tenant_external_used(tenant) == 4
+    # Full: admin's next external mail is refused (202, then a 5.7.233 report to admin).
+    assert send(mime("<b@x>", to=["x@gmail.test"], cc=[ALICE])).status_code == 202
+    assert "<b@x>" in left(sandbox)  # Alice (internal) still gets it
+    delivered = [d for d in sandbox.outbox() if d.internet_message_id == "<b@x>"]
+    assert [d.recipients for d in delivered] == [[ALICE]]
+    (report,) = _ndrs(sandbox, ADMIN)
+    raw = report.as_bytes()
+    assert b"5.7.233" in raw and b"tenant external recipient rate limit" in raw
+    assert report["X-MS-Exchange-Organization-AuthAs"] == "Internal"
+    assert parse_quota_ndr(raw) == "<b@x>"
+    assert sending_limits.quota_ndr_limit(raw) == sending_limits.TENANT_EXTERNAL
+    assert sandbox.tenant_external_used(tenant) == 4
+    # Alice is refused too: the limit is the tenant's, not a mailbox's.
+    assert send(mime("<c@x>", to=["y@gmail.test"], sender=ALICE), login=ALICE).status_code == 202
+    assert "<c@x>" not in left(sandbox)
+    assert len(_ndrs(sandbox, ALICE)) == 1
+    # The window rolls on: external mail goes again.
+    sandbox.advance(DAY)
+    assert send(mime("<d@x>", to=["z@gmail.test"])).status_code == 202
+    assert "<d@x>" in left(sandbox)
+
+
+def test_tenant_limit_accepted_domains_trial_code_and_time_scale(sandbox, send):
+    tenant = defaults.TENANT_DOMAIN
+    sandbox.configure_limits(time_scale=0.01)
+    sandbox.configure_tenant_limit(
+        tenant, trial=True, external_recipients_per_day=1, accepted_domains=["fabrikam.test"]
+    )
+    assert send(mime("<a@x>", to=people(3, "fabrikam.test"))).status_code == 202
+    assert send(mime("<b@x>", to=["x@gmail.test"])).status_code == 202
+    assert send(mime("<c@x>", to=["y@gmail.test"])).status_code == 202
+    (report,) = _ndrs(sandbox, ADMIN)
+    assert b"5.7.232" in report.as_bytes() and b"trial tenant" in report.as_bytes()
+    # A scaled day: 864 s.
+    sandbox.advance(DAY * 0.01)
+    assert send(mime("<d@x>", to=["y@gmail.test"])).status_code == 202
+    assert left(sandbox) == ["<a@x>", "<b@x>", "<d@x>"]
+
+
+def test_a_message_goes_to_all_its_external_recipients_or_to_none(sandbox, send):
+    tenant = defaults.TENANT_DOMAIN
+    sandbox.configure_tenant_limit(tenant, external_recipients_per_day=3)
+    assert send(mime("<a@x>", to=people(2))).status_code == 202
+    assert send(mime("<b@x>", to=people(2, "gmail.test"))).status_code == 202
+    assert "<b@x>" not in left(sandbox)
+    assert sandbox.tenant_external_used(tenant) == 2
+    # One still fits.
+    assert send(mime("<c@x>", to=["solo@gmail.test"])).status_code == 202
+    assert "<c@x>" in left(sandbox)

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from sandbox.defaults import ADMIN
-from sandbox.exchange_limits import quota_ndr
+from sandbox.exchange_limits import quota_ndr, tenant_ndr
 from services import sending_limits
 from services.errors import GraphPermanentError, GraphTransientError, error_from_graph_response
 from services.sending_limits import (
@@ -527,3 +527,133 @@ def test_a_report_generated_by_exchange_carries_its_marks():
     assert generated_by_exchange(forged)  # postmaster: the header is what outsiders lose
     forged.replace_header("From", "Exchange <postmaster.fake@attacker.test>")
     assert not generated_by_exchange(forged)
+
+
+# the tenant's external recipient rate (TERRL) ---------------------------------------------------
+# Exchange Team blog, "Introducing Exchange Online Tenant Outbound Email Limits" (Feb 24 2025):
+# 500 x (purchased email licences ^ 0.7) + 9,500 external recipients in a sliding 24 hours,
+# trial tenants 5,000; Microsoft's examples: 1 licence 10,000, 100 about 22,059, 1,000 72,446.
+# NDR table ("Email non-delivery report (NDR) and SMTP errors in Exchange Online"): 5.7.232
+# (trial tenant) and 5.7.233 "... your tenant exceeded its daily limit for sending email to
+# external recipients (tenant external recipient rate limit)".
+
+
+def test_tenant_limit_follows_microsofts_formula_and_examples():
+    assert sending_limits.tenant_external_limit(1) == 10_000
+    assert sending_limits.tenant_external_limit(100) == 22_059
+    assert sending_limits.tenant_external_limit(1_000) == 72_446
+    # Microsoft's 10,000-licence example says 324,979 (rounded); Odoo stays one below.
+    assert sending_limits.tenant_external_limit(10_000) == 324_978
+    assert sending_limits.tenant_external_limit(500, trial=True) == 5_000
+    # No licence known: one (the formula's floor).
+    assert sending_limits.tenant_external_limit(0) == 10_000
+
+
+def test_external_recipients_are_those_outside_the_accepted_domains():
+    accepted = sending_limits.accepted_domains(["Contoso.test", " fabrikam.test ", "*.corp.test"])
+    count = sending_limits.count_external
+    assert count(accepted, "a@contoso.test, b@CONTOSO.TEST", "x@gmail.test") == 1
+    # A subdomain is external unless accepted itself or through a wildcard entry.
+    assert count(accepted, "a@eu.contoso.test", "b@eu.corp.test", "c@corp.test") == 2
+    # Each distinct address once per message, as the recipient rate counts.
+    assert count(accepted, "x@gmail.test", "X@Gmail.test", ["y@gmail.test"]) == 2
+    assert count(accepted) == 0
+
+
+def test_room_at_is_when_the_rolling_day_has_room():
+    limits = Limits(recipients_per_day=10, recipients_per_message=None, messages_per_minute=None)
+    budget = Budget([(T0, 6), (T0 + 100, 4)], limits)
+    assert budget.room_at(0, T0 + 200) == T0 + 200
+    assert budget.room_at(1, T0 + 200) == T0 + DAY
+    assert budget.room_at(6, T0 + 200) == T0 + DAY
+    assert budget.room_at(7, T0 + 200) == T0 + DAY + 100
+    assert budget.room_at(11, T0 + 200) is None
+    # Room at once, even before a newer (held) entry of another mailbox.
+    assert Budget([(T0 + 50, 2)], limits).room_at(3, T0) == T0
+
+
+def test_tenant_ndr_is_recognised_with_its_code():
+    box = _Box()
+    raw = sending_limits_sandbox_tenant_ndr(box)
+    assert parse_quota_ndr(raw) == "<terrl-1@contoso.test>"
+    assert sending_limits.quota_ndr_limit(raw) == sending_limits.TENANT_EXTERNAL
+    assert sending_limits.is_tenant_refusal("550 5.7.233 tenant external recipient rate limit")
+    assert sending_limits.is_tenant_refusal("550 5.7.232 trial tenant")
+    assert not sending_limits.is_tenant_refusal("550 5.7.2330 something")
+    assert not is_quota_refusal("550 5.7.233 tenant external recipient rate limit")
+    mailbox_raw = quota_ndr(box, b"Message-ID: <m@contoso.test>\r\n\r\nx", ["a@b.test"], T0, 7)
+    assert sending_limits.quota_ndr_limit(mailbox_raw) == RECIPIENTS_PER_DAY
+    assert sending_limits.quota_ndr_limit(b"Subject: hello\r\n\r\n5.7.233") is None
+
+
+def sending_limits_sandbox_tenant_ndr(box):
+    original = b"Message-ID: <terrl-1@contoso.test>\r\nSubject: Offer\r\n\r\nbody"
+    return tenant_ndr(box, original, ["x@gmail.test"], T0, 11, trial=False)
+
+
+def test_forecast_shared_waits_for_the_tenant_and_keeps_each_mailbox_pace():
+    box = Limits(recipients_per_day=100, recipients_per_message=None, messages_per_minute=None)
+    tenant = Limits(recipients_per_day=3, recipients_per_message=None, messages_per_minute=None)
+    queue = [(1, "a", 1, 1), (2, "b", 1, 1), (3, "b", 1, 0), (4, "a", 2, 2), (5, "b", 1, 1)]
+    plan = sending_limits.forecast_shared(
+        queue, {"a": [], "b": []}, {"a": box, "b": box}, [(T0 - 100, 1)], tenant, T0
+    )
+    assert plan.time_of(1) == T0 and plan.time_of(2) == T0 and plan.time_of(3) == T0
+    # Mail 4 needs 2 external: the ledger's entry and mail 1 must leave the window.
+    assert plan.time_of(4) == T0 + DAY
+    # Mail 5 waits for the tenant too (mail 2 leaves at T0 + DAY).
+    assert plan.time_of(5) == T0 + DAY
+    assert plan.empties_at == T0 + DAY
+    assert plan.empties_by_key == {"a": T0 + DAY, "b": T0 + DAY}
+    # Without the tenant's limit, each mailbox alone.
+    free = Limits(recipients_per_day=None, recipients_per_message=None, messages_per_minute=None)
+    plan = sending_limits.forecast_shared(
+        queue, {"a": [], "b": []}, {"a": box, "b": box}, [], free, T0
+    )
+    assert {at for _, at in plan.slots} == {T0}
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_forecast_shared_never_goes_past_either_limit(seed):
+    rng = random.Random(seed)
+    box = Limits(
+        recipients_per_day=rng.randint(3, 12),
+        recipients_per_message=None,
+        messages_per_minute=rng.choice([None, 2, 3]),
+        window=1000,
+        minute=10,
+    )
+    tenant = Limits(
+        recipients_per_day=rng.randint(4, 15),
+        recipients_per_message=None,
+        messages_per_minute=None,
+        window=1000,
+    )
+    keys = ["a", "b", "c"]
+    queue = []
+    for mail_id in range(rng.randint(1, 40)):
+        count = rng.randint(1, 3)
+        queue.append((mail_id, rng.choice(keys), count, rng.randint(0, count)))
+    tenant_ledger = [(T0 - rng.randint(0, 999), rng.randint(0, 1)) for _ in range(3)]
+    ledgers = {key: [] for key in keys}
+    plan = sending_limits.forecast_shared(
+        queue, ledgers, dict.fromkeys(keys, box), tenant_ledger, tenant, T0
+    )
+    sends = {key: [] for key in keys}
+    external = list(tenant_ledger)
+    for mail_id, key, count, ext in queue:
+        at = plan.time_of(mail_id)
+        if at is None:
+            continue
+        assert at >= T0
+        sends[key].append((at, count))
+        external.append((at, ext))
+    for entries in sends.values():
+        for start, _ in entries:
+            assert sum(c for t, c in entries if start <= t < start + 1000) <= box.recipients_per_day
+            if box.messages_per_minute:
+                assert (
+                    sum(1 for t, _ in entries if start <= t < start + 10) <= box.messages_per_minute
+                )
+    for start, _ in external:
+        assert sum(c for t, c in external if start <= t < start + 1000) <= tenant.recipients_per_day

@@ -260,6 +260,7 @@ class Odoo:
         self.session.trust_env = False
         self.uid = None
         self._ids = itertools.count(1)
+        self._nudged = {}
 
     def login(self):
         answer = self._post(
@@ -327,6 +328,15 @@ class Odoo:
             [self.server.trigger_action],
             context={"prodtests_cron": xmlid},
         )
+
+    def nudge(self, xmlid, every=5.0):
+        """Trigger the cron when no trigger of it is due, or when the last one is older than
+        every seconds: a cron worker that started after a trigger's NOTIFY (one that replaced
+        a killed worker) would otherwise first sleep its minute."""
+        last = self._nudged.get(xmlid)
+        if self.cron_idle(xmlid) or last is None or time.monotonic() - last > every:
+            self.trigger(xmlid)
+            self._nudged[xmlid] = time.monotonic()
 
     def cron_idle(self, xmlid):
         """True when no trigger of the cron is due: triggering it again would add nothing."""
@@ -525,8 +535,7 @@ def drive_queue(odoo, mail_ids, timeout, also=None):
             pytest.fail(f"{len(waiting)} mails still queued after {timeout} s: {reasons}")
         if also:
             also()
-        if odoo.cron_idle(QUEUE_CRON):
-            odoo.trigger(QUEUE_CRON)
+        odoo.nudge(QUEUE_CRON)
         time.sleep(0.5)
 
 
@@ -541,8 +550,7 @@ def drive_import(odoo, message_ids, timeout):
         if time.monotonic() > deadline:
             missing = [message_id for message_id, count in counts.items() if not count]
             pytest.fail(f"{len(missing)} messages not imported after {timeout} s: {missing[:5]}")
-        if odoo.cron_idle(FETCH_CRON):
-            odoo.trigger(FETCH_CRON)
+        odoo.nudge(FETCH_CRON)
         time.sleep(0.5)
 
 
@@ -551,8 +559,8 @@ def drive(odoo, cron, predicate, timeout, what):
 
     def done():
         value = predicate()
-        if not value and odoo.cron_idle(cron):
-            odoo.trigger(cron)
+        if not value:
+            odoo.nudge(cron)
         return value
 
     return wait_for(done, timeout, what, step=0.5)

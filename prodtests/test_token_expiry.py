@@ -22,6 +22,16 @@ from harness import (
 SHORT_LIFETIME = 200  # seconds: inside the addon's 300 s refresh margin from the start
 
 
+def graph_401s(sandbox, since):
+    return sum(
+        1 for entry in sandbox.requests[since:] if entry.status == 401 and "/v1.0/" in entry.path
+    )
+
+
+def token_requests(sandbox, since):
+    return sum(1 for entry in sandbox.requests[since:] if entry.path.endswith("/oauth2/v2.0/token"))
+
+
 def send_after_a_pause(odoo, sandbox, server_id, address, tag):
     odoo.call(
         "ir.mail_server", "write", [server_id], {"microsoft_graph_last_sent_at": utc_ago(120)}
@@ -37,9 +47,11 @@ def test_send_after_graph_answers_401(odoo, odoo_server, sandbox, mailboxes, log
     server_id = mailboxes.connect_outgoing(address)
     sent = send_after_a_pause(odoo, sandbox, server_id, address, "before expiry")
 
+    mark = len(sandbox.requests)
     sandbox.expire_access_tokens(address)
     sent |= send_after_a_pause(odoo, sandbox, server_id, address, "after expiry")
 
+    assert graph_401s(sandbox, mark), "Graph never answered 401"
     counts = delivery_counts(sandbox, sent.values())
     assert counts == dict.fromkeys(sent.values(), 1), counts
     assert_clean_log(odoo_server, log_mark)
@@ -50,9 +62,11 @@ def test_send_inside_the_refresh_margin(odoo, odoo_server, sandbox, mailboxes, l
     address = mailboxes.new_user("sender")
     server_id = mailboxes.connect_outgoing(address)
     sent = {}
+    mark = len(sandbox.requests)
     for round_ in range(3):  # every send refreshes first
         sent |= send_after_a_pause(odoo, sandbox, server_id, address, f"margin {round_}")
 
+    assert token_requests(sandbox, mark) >= 3, "the addon did not refresh before each run"
     counts = delivery_counts(sandbox, sent.values())
     assert counts == dict.fromkeys(sent.values(), 1), counts
     assert_clean_log(odoo_server, log_mark)
@@ -64,16 +78,20 @@ def test_import_after_expiry(odoo, odoo_server, sandbox, mailboxes, log_mark):
     delivered = deliver_incoming(sandbox, address, 3, "before expiry")
     drive_import(odoo, delivered, timeout=120)
 
+    mark = len(sandbox.requests)
     sandbox.expire_access_tokens(address)  # Graph answers 401
     delivered += deliver_incoming(sandbox, address, 3, "after a 401")
     drive_import(odoo, delivered, timeout=120)
+    assert graph_401s(sandbox, mark), "Graph never answered 401"
 
     sandbox.access_token_lifetime = SHORT_LIFETIME
     sandbox.expire_access_tokens(address)  # the next refresh gives a token inside the margin
     delivered += deliver_incoming(sandbox, address, 3, "refresh margin 1")
     drive_import(odoo, delivered, timeout=120)
+    mark = len(sandbox.requests)
     delivered += deliver_incoming(sandbox, address, 3, "refresh margin 2")
     counts = drive_import(odoo, delivered, timeout=120)
+    assert token_requests(sandbox, mark), "the addon did not refresh inside the margin"
 
     assert counts == dict.fromkeys(delivered, 1), counts
     assert_clean_log(odoo_server, log_mark)

@@ -1,8 +1,9 @@
 def uninstall_hook(env):
     """Leave no Microsoft secret behind, and no server pointing at a type that is gone.
 
-    The token columns go away with the module; the Azure client secret sealed in the
-    system parameters and the Graph servers themselves do not. Subscriptions are
+    The token columns go away with the module; the Azure client secret and the app's
+    certificates (their private keys sealed) in the system parameters, and the Graph
+    servers themselves, do not. Subscriptions are
     deleted at Microsoft first, while the settings to reach it still exist.
     """
     env["microsoft.outlook.graph.subscription"].sudo().search([])._microsoft_graph_remove()

@@ -1,2 +1,3 @@
 from . import main
 from . import notifications
+from . import certificates

@@ -15,3 +15,8 @@ DELETE FROM microsoft_outlook_graph_connection;
 DELETE FROM microsoft_outlook_graph_flow;
 
 DELETE FROM microsoft_outlook_graph_subscription;
+
+-- The Azure app's certificates (their sealed private keys) and the choice to sign in with
+-- them: a staging copy must not prove itself as the production app.
+DELETE FROM ir_config_parameter
+ WHERE key IN ('microsoft_outlook_graph.certificates', 'microsoft_outlook_graph.app_credential');

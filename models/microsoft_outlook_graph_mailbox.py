@@ -61,6 +61,18 @@ class MicrosoftOutlookGraphMailbox(models.Model):
     queue_empties_at = fields.Datetime(
         "Queue Empty At", related="mail_server_id.microsoft_graph_queue_empties_at"
     )
+    tenant_id = fields.Many2one(
+        "microsoft.outlook.graph.tenant", "Microsoft 365 Tenant", readonly=True
+    )
+    tenant_external_used = fields.Integer(
+        "Tenant External (24 h)",
+        related="tenant_id.external_used",
+        help="External recipients of every mailbox of the tenant in the last 24 hours, against "
+        "Exchange's tenant limit.",
+    )
+    tenant_external_limit = fields.Integer(
+        "Tenant External Limit", related="tenant_id.external_recipients_per_day"
+    )
     needs_attention = fields.Boolean(readonly=True)
     status = fields.Selection(
         [
@@ -107,7 +119,9 @@ class MicrosoftOutlookGraphMailbox(models.Model):
                    ) AS recipients_used,
                    (SELECT count(*) FROM mail_mail m
                      WHERE m.microsoft_graph_budget_server_id = s.id
-                       AND m.state = 'outgoing') AS waiting_count
+                       AND m.state = 'outgoing') AS waiting_count,
+                   (SELECT t.id FROM microsoft_outlook_graph_tenant t
+                     WHERE t.tenant_id = cs.account_tid) AS tenant_id
               FROM ir_mail_server s
               LEFT JOIN microsoft_outlook_graph_connection cs
                 ON cs.res_model = 'ir.mail_server' AND cs.res_id = s.id
@@ -132,7 +146,9 @@ class MicrosoftOutlookGraphMailbox(models.Model):
                    0,
                    COALESCE(cf.last_error, f.error_message),
                    0,
-                   0
+                   0,
+                   (SELECT t.id FROM microsoft_outlook_graph_tenant t
+                     WHERE t.tenant_id = cf.account_tid)
               FROM fetchmail_server f
               LEFT JOIN microsoft_outlook_graph_connection cf
                 ON cf.res_model = 'fetchmail.server' AND cf.res_id = f.id
@@ -210,6 +226,10 @@ class MicrosoftOutlookGraphMailbox(models.Model):
                     ),
                     None,
                 )
+        # The Azure app's certificate, when Odoo signs in with one (issue 16).
+        problems.update(
+            self.env["microsoft.outlook.graph.mixin"]._microsoft_graph_certificate_problems()
+        )
         rows = self.search([("active", "=", True)])
         for row in rows.filtered("needs_reconnect"):
             server = row.mail_server_id or row.fetchmail_server_id

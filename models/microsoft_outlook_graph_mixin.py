@@ -6,6 +6,7 @@ import os
 from odoo import api, fields, models, tools
 from odoo.exceptions import AccessError, UserError
 
+from ..services import certificates as app_certificates
 from ..services.auth import OutlookAuth, TokenSet, scopes_for
 from ..services.endpoints import Endpoints, EndpointsError
 from ..services.errors import GraphAuthError, GraphConfigError, GraphError, GraphPermanentError
@@ -19,6 +20,8 @@ CONFIG_SECRET_OPTION = "microsoft_outlook_graph_vault_secret"  # noqa: S105 - an
 REDIRECT_PATH = "/microsoft_outlook/confirm"
 # Refresh a little before Microsoft would refuse the access token.
 REFRESH_MARGIN = 300
+# Days before the active certificate expires when the daily check warns, once each.
+CERTIFICATE_WARNING_DAYS = (30, 14, 3)
 # The server's fields that show its connection, and the connection's fields they show.
 CONNECTION_FIELDS = {
     "microsoft_graph_tokens_sealed": "tokens_sealed",
@@ -240,16 +243,23 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
         return self.env["ir.config_parameter"].sudo().get_param("microsoft_outlook_client_secret")
 
     @api.model
-    def _microsoft_graph_auth(self):
+    def _microsoft_graph_auth(self, certificates=None, use_secret=None):
+        """The app's OAuth client, proving itself with the certificates once one was
+        proved ("Test the app credential"), else with the client secret.
+
+        ``certificates`` / ``use_secret``: what "Test the app credential" proves instead.
+        """
         Config = self.env["ir.config_parameter"].sudo()
         client_id = Config.get_param("microsoft_outlook_client_id")
-        client_secret = self._microsoft_graph_client_secret()
-        if not client_id or not client_secret:
+        if certificates is None and not use_secret and self._microsoft_graph_uses_certificate():
+            certificates = self._microsoft_graph_certificate_pairs()
+        client_secret = None if certificates else self._microsoft_graph_client_secret()
+        if not client_id or not (client_secret or certificates):
             raise UserError(
                 self.env._(
-                    "Enter the Client ID and the Graph Secret of your Azure app in Settings > "
-                    "General Settings > Emails > Use an Outlook Server before connecting a "
-                    "mailbox."
+                    "Enter the Client ID and the Graph Secret of your Azure app (or use a "
+                    "certificate) in Settings > General Settings > Emails > Use an Outlook "
+                    "Server before connecting a mailbox."
                 )
             )
         endpoints = self._microsoft_graph_endpoints()
@@ -260,7 +270,91 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
             client_secret=client_secret,
             redirect_uri=self._microsoft_graph_redirect_uri(),
             session=endpoints.session(),
+            certificates=certificates or (),
         )
+
+    # The app's certificates: ir.config_parameter CERTIFICATES_PARAM holds a JSON list,
+    # newest first, of {"info": public part, "key_sealed": the private key sealed by the
+    # vault (purpose "certificate_key"), "created": epoch, "proved": epoch or null}.
+    # CREDENTIAL_PARAM says which credential signs the app in: "secret" or "certificate".
+
+    @api.model
+    def _microsoft_graph_certificates(self):
+        raw = self._microsoft_graph_param("certificates")
+        try:
+            entries = json.loads(raw) if raw else []
+        except ValueError:
+            return []
+        return [e for e in entries if isinstance(e, dict) and e.get("info")]
+
+    @api.model
+    def _microsoft_graph_save_certificates(self, entries):
+        entries = sorted(entries, key=lambda e: e.get("created") or 0, reverse=True)
+        self.env["ir.config_parameter"].sudo().set_param(
+            CONFIG_PREFIX + "certificates", json.dumps(entries) if entries else False
+        )
+
+    @api.model
+    def _microsoft_graph_uses_certificate(self):
+        return self._microsoft_graph_param("app_credential") == "certificate"
+
+    @api.model
+    def _microsoft_graph_certificate_pairs(self, entries=None, now=None):
+        """(private key PEM, CertificateInfo) of the certificates to sign in with, newest
+        first: every one valid now (an unproved newer one is tried first and Entra's 700027
+        falls back to the older), or all of them when none is (Entra then says why)."""
+        entries = self._microsoft_graph_certificates() if entries is None else entries
+        vault = self._microsoft_graph_vault()
+        pairs = []
+        for entry in entries:
+            info = app_certificates.CertificateInfo.from_dict(entry["info"])
+            try:
+                key = vault.open(entry["key_sealed"], "certificate_key")
+            except VaultError:
+                continue
+            pairs.append((key, info))
+        valid = [pair for pair in pairs if pair[1].is_valid_at(now)]
+        if not pairs:
+            raise UserError(
+                self.env._(
+                    "The Outlook certificate's private key cannot be opened (the database was "
+                    "copied or the vault secret changed). Generate a new certificate in "
+                    "Settings, or switch back to a client secret."
+                )
+            )
+        return valid or pairs
+
+    @api.model
+    def _microsoft_graph_certificate_problems(self, now=None):
+        """The daily check's warnings before the active certificate expires: 30, 14 and 3
+        days before, each once (the key names the threshold crossed)."""
+        if not self._microsoft_graph_uses_certificate():
+            return {}
+        proved = [e for e in self._microsoft_graph_certificates() if e.get("proved")]
+        if not proved:
+            return {}
+        info = app_certificates.CertificateInfo.from_dict(proved[0]["info"])
+        days = info.days_left(now)
+        crossed = [limit for limit in CERTIFICATE_WARNING_DAYS if days <= limit]
+        if not crossed:
+            return {}
+        expires = fields.Date.to_string(info.expires_on)
+        return {
+            f"certificate_expiry:{info.sha1}:{min(crossed)}": (
+                self.env._("The Outlook certificate expires on %s", expires),
+                self.env._(
+                    "Odoo signs in to Microsoft with the certificate %(thumbprint)s, which "
+                    "expires on %(date)s. In Settings > General Settings > Emails > Use an "
+                    'Outlook Server, press "Prepare the next certificate", download it and '
+                    'upload it in Azure (%(path)s), then press "Test the app credential". '
+                    "After the date no Outlook (Microsoft Graph) mailbox works without it.",
+                    thumbprint=info.sha1,
+                    date=expires,
+                    path=app_certificates.AZURE_UPLOAD_PATH,
+                ),
+                None,
+            )
+        }
 
     def _microsoft_graph_scopes_requested(self):
         self.ensure_one()

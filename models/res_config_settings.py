@@ -1,7 +1,15 @@
+import logging
+import time
+
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
+from ..services import certificates as app_certificates
 from ..services.endpoints import CUSTOM_CLOUD, Endpoints, EndpointsError
+from ..services.errors import GraphError
+
+_logger = logging.getLogger(__name__)
+CERTIFICATE_PATH = "/microsoft_outlook_graph/certificate"
 
 CLOUD_SELECTION = [
     ("global", "Global"),
@@ -63,6 +71,33 @@ class ResConfigSettings(models.TransientModel):
     microsoft_graph_vault_warning = fields.Boolean(
         compute="_compute_microsoft_graph_client_secret_set"
     )
+    # The certificate credential (issue 16): only public facts are ever shown.
+    microsoft_graph_certificate_months = fields.Integer(
+        "Certificate Lifetime (months)",
+        config_parameter="microsoft_outlook_graph.certificate_months",
+        default=24,
+        help="How long a new certificate is valid. Odoo warns 30, 14 and 3 days before the "
+        "active one expires.",
+    )
+    microsoft_graph_app_credential = fields.Selection(
+        [("secret", "Client secret"), ("certificate", "Certificate")],
+        string="Odoo Signs In With",
+        compute="_compute_microsoft_graph_certificate",
+    )
+    microsoft_graph_certificate_thumbprint = fields.Char(
+        "Certificate Thumbprint", compute="_compute_microsoft_graph_certificate"
+    )
+    microsoft_graph_certificate_expiry = fields.Date(
+        "Certificate Expires On", compute="_compute_microsoft_graph_certificate"
+    )
+    microsoft_graph_certificate_proved = fields.Boolean(
+        compute="_compute_microsoft_graph_certificate"
+    )
+    microsoft_graph_certificate_pending = fields.Char(
+        "Next Certificate",
+        compute="_compute_microsoft_graph_certificate",
+        help="A newer certificate not yet proved registered in Azure.",
+    )
 
     def _compute_microsoft_graph_client_secret_set(self):
         mixin = self.env["microsoft.outlook.graph.mixin"]
@@ -117,3 +152,219 @@ class ResConfigSettings(models.TransientModel):
             except EndpointsError as exc:
                 raise UserError(self.env._("Microsoft Graph custom endpoints: %s", exc)) from None
         return res
+
+    # ------------------------------------------------------------------
+    # The app's certificate (issue 16)
+    # ------------------------------------------------------------------
+
+    def _compute_microsoft_graph_certificate(self):
+        mixin = self.env["microsoft.outlook.graph.mixin"]
+        entries = mixin._microsoft_graph_certificates()
+        proved = next((e for e in entries if e.get("proved")), None)
+        pending = next((e for e in entries if not e.get("proved")), None)
+        shown = proved or pending
+        info = app_certificates.CertificateInfo.from_dict(shown["info"]) if shown else None
+        for settings in self:
+            settings.microsoft_graph_app_credential = (
+                "certificate" if mixin._microsoft_graph_uses_certificate() else "secret"
+            )
+            settings.microsoft_graph_certificate_thumbprint = info.sha1 if info else False
+            settings.microsoft_graph_certificate_expiry = info.expires_on if info else False
+            settings.microsoft_graph_certificate_proved = bool(proved)
+            settings.microsoft_graph_certificate_pending = (
+                pending["info"]["sha1"] if pending and proved else False
+            )
+
+    def _microsoft_graph_check_admin(self):
+        if not self.env.is_admin():
+            raise UserError(self.env._("Only administrators manage the Azure app's credentials."))
+
+    def _microsoft_graph_new_certificate(self):
+        """Generate a key pair and certificate; seal the key at once; keep the public part."""
+        mixin = self.env["microsoft.outlook.graph.mixin"]
+        months = int(
+            self.env["ir.config_parameter"]
+            .sudo()
+            .get_param("microsoft_outlook_graph.certificate_months", 24)
+            or 24
+        )
+        database = self.env.cr.dbname
+        try:
+            pair = app_certificates.generate(
+                f"Odoo Outlook (Microsoft Graph) {database}", lifetime_days=round(months * 30.44)
+            )
+        except app_certificates.CertificateError as exc:
+            raise UserError(str(exc)) from None
+        entry = {
+            "info": pair.info.to_dict(),
+            "key_sealed": mixin._microsoft_graph_vault().seal(
+                pair.private_key_pem, "certificate_key"
+            ),
+            "created": time.time(),
+            "proved": None,
+        }
+        mixin._microsoft_graph_save_certificates([entry, *mixin._microsoft_graph_certificates()])
+        _logger.info(
+            "[Graph API] new app certificate %s generated, valid until %s",
+            entry["info"]["sha1"],
+            app_certificates.CertificateInfo.from_dict(entry["info"]).expires_on,
+        )
+        return entry
+
+    def _microsoft_graph_download_action(self, entry):
+        return {
+            "type": "ir.actions.act_url",
+            "url": f"{CERTIFICATE_PATH}/{entry['info']['sha1']}.cer",
+            "target": "download",
+        }
+
+    def action_microsoft_graph_generate_certificate(self):
+        """ "Use a certificate instead": a key pair Odoo keeps, and its certificate to upload."""
+        self._microsoft_graph_check_admin()
+        mixin = self.env["microsoft.outlook.graph.mixin"]
+        if not mixin._microsoft_graph_certificates():
+            self._microsoft_graph_new_certificate()
+        # The page then shows the thumbprint, the Download button and the Azure steps.
+        return {"type": "ir.actions.client", "tag": "soft_reload"}
+
+    def action_microsoft_graph_prepare_next_certificate(self):
+        """A second certificate while the first still works; the first is kept until Azure
+        accepts the new one."""
+        self._microsoft_graph_check_admin()
+        mixin = self.env["microsoft.outlook.graph.mixin"]
+        pending = [e for e in mixin._microsoft_graph_certificates() if not e.get("proved")]
+        entry = pending[0] if pending else self._microsoft_graph_new_certificate()
+        return self._microsoft_graph_download_action(entry)
+
+    def action_microsoft_graph_download_certificate(self):
+        self._microsoft_graph_check_admin()
+        entry = next(
+            iter(self.env["microsoft.outlook.graph.mixin"]._microsoft_graph_certificates()), None
+        )
+        if entry is None:
+            raise UserError(
+                self.env._('There is no certificate yet: press "Use a certificate instead".')
+            )
+        return self._microsoft_graph_download_action(entry)
+
+    def action_microsoft_graph_test_credential(self):
+        """Prove the app credential at Microsoft and report in words.
+
+        Each certificate is proved on its own, newest first; the newest accepted one signs
+        in from then on, older ones are forgotten (and may be deleted in Azure).
+        """
+        self._microsoft_graph_check_admin()
+        mixin = self.env["microsoft.outlook.graph.mixin"].sudo()
+        entries = mixin._microsoft_graph_certificates()
+        if not entries:
+            return self._microsoft_graph_test_secret(mixin)
+        now = time.time()
+        accepted, refusals = None, []
+        for entry in entries:
+            pair = mixin._microsoft_graph_certificate_pairs([entry], now=now)
+            try:
+                mixin._microsoft_graph_auth(certificates=pair).prove_credential()
+            except GraphError as exc:
+                refusals.append((entry, exc))
+                continue
+            accepted = entry
+            break
+        if accepted is None:
+            entry, exc = refusals[0]
+            message = self.env._(
+                "The certificate %(thumbprint)s is refused by Microsoft: %(reason)s",
+                thumbprint=entry["info"]["sha1"],
+                reason=str(exc),
+            )
+            return self._microsoft_graph_notify(message, "danger", sticky=True)
+        accepted["proved"] = accepted.get("proved") or now
+        older = [e for e in entries if e is not accepted and e["created"] < accepted["created"]]
+        kept = [e for e in entries if e not in older]
+        mixin._microsoft_graph_save_certificates(kept)
+        Config = self.env["ir.config_parameter"].sudo()
+        Config.set_param("microsoft_outlook_graph.app_credential", "certificate")
+        message = self.env._(
+            "The certificate %(thumbprint)s is registered in Azure: Odoo signs in with it from "
+            "now on, for every mailbox.",
+            thumbprint=accepted["info"]["sha1"],
+        )
+        if older:
+            message += " " + self.env._(
+                "The previous certificate(s) %(thumbprints)s are no longer used: delete them "
+                "in Azure (Certificates & secrets > Certificates).",
+                thumbprints=", ".join(e["info"]["sha1"] for e in older),
+            )
+        newer = [entry for entry, _exc in refusals if entry["created"] > accepted["created"]]
+        if newer:
+            message += " " + self.env._(
+                "The next certificate %(thumbprint)s is not registered in Azure yet "
+                "(%(reason)s): upload it, then test again.",
+                thumbprint=newer[0]["info"]["sha1"],
+                reason=refusals[0][1].user_message,
+            )
+        if mixin._microsoft_graph_param("client_secret_sealed"):
+            message += " " + self.env._(
+                "The client secret is no longer needed: remove it here and in Azure."
+            )
+        _logger.info(
+            "[Graph API] app certificate %s accepted by Microsoft", accepted["info"]["sha1"]
+        )
+        return self._microsoft_graph_notify(message, "success")
+
+    def _microsoft_graph_test_secret(self, mixin):
+        try:
+            mixin._microsoft_graph_auth(use_secret=True).prove_credential()
+        except GraphError as exc:
+            return self._microsoft_graph_notify(
+                self.env._("Microsoft refused the client secret: %s", str(exc)), "danger", True
+            )
+        return self._microsoft_graph_notify(
+            self.env._("The client secret is accepted by Microsoft."), "success"
+        )
+
+    def _microsoft_graph_notify(self, message, kind, sticky=False):
+        return {
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {
+                "title": self.env._("Azure app credential"),
+                "message": message,
+                "type": kind,
+                "sticky": sticky,
+                "next": {"type": "ir.actions.client", "tag": "soft_reload"},
+            },
+        }
+
+    def action_microsoft_graph_use_secret(self):
+        """ "Switch back to a secret": the certificates stay, unused, until removed."""
+        self._microsoft_graph_check_admin()
+        mixin = self.env["microsoft.outlook.graph.mixin"].sudo()
+        if not mixin._microsoft_graph_client_secret():
+            raise UserError(
+                self.env._("Enter the client secret first (Graph Secret), then switch back.")
+            )
+        self.env["ir.config_parameter"].sudo().set_param(
+            "microsoft_outlook_graph.app_credential", "secret"
+        )
+        return {"type": "ir.actions.client", "tag": "reload"}
+
+    def action_microsoft_graph_remove_secret(self):
+        """Forget the sealed client secret once the certificate signs in."""
+        self._microsoft_graph_check_admin()
+        if not self.env["microsoft.outlook.graph.mixin"]._microsoft_graph_uses_certificate():
+            raise UserError(
+                self.env._("Test the certificate first: Odoo still signs in with the secret.")
+            )
+        self.env["ir.config_parameter"].sudo().search(
+            [("key", "=", "microsoft_outlook_graph.client_secret_sealed")]
+        ).unlink()
+        return {"type": "ir.actions.client", "tag": "reload"}
+
+    def action_microsoft_graph_remove_certificates(self):
+        """Forget every certificate and its key (after switching back to a secret)."""
+        self._microsoft_graph_check_admin()
+        mixin = self.env["microsoft.outlook.graph.mixin"]
+        if mixin._microsoft_graph_uses_certificate():
+            raise UserError(self.env._("Switch back to a secret before removing the certificates."))
+        mixin._microsoft_graph_save_certificates([])
+        return {"type": "ir.actions.client", "tag": "reload"}

@@ -12,3 +12,4 @@ from . import test_migration
 from . import test_notifications
 from . import test_sending_limits
 from . import test_outlook_com
+from . import test_certificates

@@ -4,8 +4,8 @@ import logging
 
 from odoo.tests import HttpCase, TransactionCase
 
-from odoo.addons.microsoft_outlook_graph.sandbox import SECRET_MARKER, Sandbox, defaults
-from odoo.addons.microsoft_outlook_graph.sandbox.leak_guard import find_leaks
+from odoo.addons.microsoft_outlook_graph.sandbox import Sandbox, defaults
+from odoo.addons.microsoft_outlook_graph.sandbox.leak_guard import LEAK_MARKERS, find_leaks
 
 # Tables whose text columns must never hold a plaintext Microsoft secret; sealed
 # values are Fernet ciphertext, in which the marker cannot appear.
@@ -106,11 +106,12 @@ class GraphSandboxMixin:
         for table in GUARDED_TABLES:
             self.env.cr.execute(
                 f"SELECT to_jsonb(t)::text FROM {table} t "  # noqa: S608 - fixed table names
-                "WHERE to_jsonb(t)::text LIKE %s",
-                [f"%{SECRET_MARKER}%"],
+                "WHERE to_jsonb(t)::text LIKE ANY(%s)",
+                [[f"%{marker}%" for marker in LEAK_MARKERS]],
             )
             texts += [f"{table}: {row[0]}" for row in self.env.cr.fetchall()]
-        leaks = find_leaks(texts)
+        # Issued secrets and PEM private keys (the app's certificate key).
+        leaks = find_leaks(texts, marker=LEAK_MARKERS)
         self.assertFalse(leaks, f"Microsoft secrets leaked: {leaks}")
 
     # helpers ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@
         "views/mail_mail_views.xml",
         "views/templates.xml",
         "views/microsoft_outlook_graph_mailbox_views.xml",
+        "views/microsoft_outlook_graph_tenant_views.xml",
         "data/microsoft_outlook_graph_health_cron.xml",
         "views/microsoft_outlook_graph_subscription_views.xml",
         "data/microsoft_outlook_graph_subscription_cron.xml",

@@ -9,6 +9,7 @@ from . import mail_mail
 from . import mail_thread
 from . import microsoft_outlook_graph_failed_message
 from . import microsoft_outlook_graph_send_ledger
+from . import microsoft_outlook_graph_tenant
 from . import microsoft_outlook_graph_handover
 from . import microsoft_outlook_graph_mailbox
 from . import microsoft_outlook_graph_subscription

@@ -5,7 +5,7 @@ import psycopg2
 
 from odoo import fields, models
 
-from ..services.sending_limits import count_recipients
+from ..services.sending_limits import count_external, count_recipients
 from .ir_mail_server import GRAPH, GraphSendDeferred
 
 _logger = logging.getLogger(__name__)
@@ -35,6 +35,15 @@ class MailMail(models.Model):
         readonly=True,
         copy=False,
         help="When the Exchange sending limits let this mail go, at the pace they allow.",
+    )
+    microsoft_graph_tenant_id = fields.Many2one(
+        "microsoft.outlook.graph.tenant",
+        "Waiting for the Tenant Limit of",
+        readonly=True,
+        copy=False,
+        index="btree_not_null",
+        ondelete="set null",
+        help="This mail waits for the external recipient limit of this Microsoft 365 tenant.",
     )
     microsoft_graph_retry_at = fields.Datetime(
         readonly=True,
@@ -175,6 +184,16 @@ class MailMail(models.Model):
             counts.append(count_recipients(self.email_to, self.email_cc) or 1)
         counts.extend(count_recipients(partner.email) or 1 for partner in self.recipient_ids)
         return counts or [1]
+
+    def _microsoft_graph_message_external(self, domains):
+        """External recipients of each message Odoo makes of this mail (in the order of
+        ``_microsoft_graph_message_recipients``): those outside the tenant's accepted domains."""
+        self.ensure_one()
+        counts = []
+        if self.email_to or self.email_cc:
+            counts.append(count_external(domains, self.email_to, self.email_cc))
+        counts.extend(count_external(domains, partner.email) for partner in self.recipient_ids)
+        return counts or [0]
 
     def _microsoft_graph_refuse(self, reason):
         """Fail a mail that Exchange would refuse whatever the time (too many recipients)."""

@@ -5,7 +5,12 @@ from datetime import timedelta
 from odoo import api, fields, models
 from odoo.tools import email_normalize
 
-from ..services.sending_limits import Budget, generated_by_exchange
+from ..services.sending_limits import (
+    TENANT_EXTERNAL,
+    Budget,
+    generated_by_exchange,
+    quota_ndr_limit,
+)
 from .committed_cursor import committed_cursor
 
 _logger = logging.getLogger(__name__)
@@ -13,6 +18,8 @@ _logger = logging.getLogger(__name__)
 GRAPH = "microsoft_graph"
 # Namespace of the advisory locks that serialize the budget of one account.
 LEDGER_LOCK = 0x4D534C47
+# Namespace of the advisory locks that serialize the external recipient budget of one tenant.
+TENANT_LOCK = 0x4D53544C
 # Entries are purged once they count for no limit any more (with room for a time scale > 1).
 KEEP = timedelta(days=3)
 
@@ -46,6 +53,17 @@ class MicrosoftOutlookGraphSendLedger(models.Model):
     confirmed = fields.Boolean(
         readonly=True, help="Microsoft accepted the message: it counts whatever Odoo does next."
     )
+    tenant = fields.Char(
+        "Microsoft Tenant Id",
+        index="btree_not_null",
+        readonly=True,
+        help="The tenant whose external recipient limit the message spends.",
+    )
+    external_count = fields.Integer(
+        "External Recipients",
+        readonly=True,
+        help="Recipients outside the tenant's accepted domains (Exchange's tenant limit).",
+    )
 
     @api.model
     def _budget(self, account, limits, now):
@@ -58,15 +76,33 @@ class MicrosoftOutlookGraphSendLedger(models.Model):
         )
         return Budget(((row.sent_at, row.recipient_count) for row in rows), limits)
 
+    @api.model
+    def _tenant_budget(self, tenant, limits, now):
+        """The Budget of the tenant's external recipients at now, every account together."""
+        since = now - timedelta(seconds=limits.window)
+        rows = self.search_fetch(
+            [("tenant", "=", tenant), ("external_count", ">", 0), ("sent_at", ">", since)],
+            ["sent_at", "external_count"],
+            order="sent_at",
+        )
+        return Budget(((row.sent_at, row.external_count) for row in rows), limits)
+
     @contextlib.contextmanager
-    def _locked(self, account):
-        """This model on a cursor of its own holding account's budget lock; committed on exit.
+    def _locked(self, account, tenant=None):
+        """This model on a cursor of its own holding account's budget lock (and the tenant's,
+        taken first: every worker takes them in that order); committed on exit.
 
         The transaction reads committed rows at every statement (READ COMMITTED), so what the
         previous lock holder wrote is seen as soon as the lock is granted; two workers never
-        spend one budget twice.
+        spend one budget twice. Release and confirmation take the account's lock only: they
+        remove entries or move them later, which never lets a tenant's budget be overspent.
         """
         with committed_cursor(self.env) as env:
+            if tenant:
+                env.cr.execute(
+                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                    [TENANT_LOCK, tenant],
+                )
             env.cr.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [LEDGER_LOCK, account])
             yield self.with_env(env)
 
@@ -100,7 +136,9 @@ class MicrosoftOutlookGraphSendLedger(models.Model):
 
     @api.model
     def _requeue_refused(self, message_id, report, incoming_server_id):
-        """Exchange reported that it refused the mail of message_id for the recipient rate.
+        """Exchange reported that it refused the mail of message_id for the recipient rate
+        of the sending account, or for the tenant's external recipient rate (5.7.233: then
+        the tenant's external mail waits, not the server's).
 
         Believed only when it provably comes from the sending account's own Microsoft 365
         (``_trusted_report_senders``): anyone who received one of the company's mails knows
@@ -130,16 +168,29 @@ class MicrosoftOutlookGraphSendLedger(models.Model):
         self.env["microsoft.outlook.graph.handover"].search(
             [("message_id", "=", message_id)]
         ).unlink()
-        for server in servers:
-            server._microsoft_graph_quota_refused()
         server = servers[:1]
+        tenant_limit = quota_ndr_limit(report) == TENANT_EXTERNAL
+        Tenant = self.env["microsoft.outlook.graph.tenant"].sudo()
+        tenant = Tenant._of(server.microsoft_graph_account_tid) if tenant_limit else Tenant
+        paused_until = False
+        if tenant:
+            paused_until = tenant._quota_refused(server._microsoft_graph_now())
+            reason = self.env._(
+                "Exchange refused this mail: the Microsoft 365 tenant's daily limit of external "
+                "recipients (%(limit)s) was reached (mail sent from Outlook counts too).",
+                limit=tenant.external_recipients_per_day,
+            )
+        else:
+            for each in servers:
+                each._microsoft_graph_quota_refused()
+            paused_until = server.microsoft_graph_paused_until
+            reason = self.env._(
+                "Exchange refused this mail: the daily recipient limit of %(mailbox)s was "
+                "reached (mail sent from Outlook counts too).",
+                mailbox=server.smtp_user or "-",
+            )
         mails = self.env["mail.mail"].search(
             [("message_id", "=", message_id), ("state", "in", ("sent", "exception"))]
-        )
-        reason = self.env._(
-            "Exchange refused this mail: the daily recipient limit of %(mailbox)s was reached "
-            "(mail sent from Outlook counts too).",
-            mailbox=server.smtp_user or "-",
         )
         if mails:
             mails.write(
@@ -148,7 +199,8 @@ class MicrosoftOutlookGraphSendLedger(models.Model):
                     "failure_type": False,
                     "failure_reason": reason,
                     "microsoft_graph_budget_server_id": server.id,
-                    "microsoft_graph_send_after": server.microsoft_graph_paused_until,
+                    "microsoft_graph_tenant_id": tenant.id,
+                    "microsoft_graph_send_after": paused_until,
                 }
             )
             self.env["mail.notification"].search(
@@ -156,10 +208,8 @@ class MicrosoftOutlookGraphSendLedger(models.Model):
             ).write(
                 {"notification_status": "ready", "failure_type": False, "failure_reason": False}
             )
-            if server.microsoft_graph_paused_until:
-                self.env.ref("mail.ir_cron_mail_scheduler_action")._trigger(
-                    server.microsoft_graph_paused_until
-                )
+            if paused_until:
+                self.env.ref("mail.ir_cron_mail_scheduler_action")._trigger(paused_until)
         else:
             self.env["mail.notification"].search(
                 [
@@ -174,9 +224,11 @@ class MicrosoftOutlookGraphSendLedger(models.Model):
                 }
             )
         _logger.warning(
-            "[Graph API] Exchange refused mail %s for the daily recipient limit of %s: %s",
+            "[Graph API] Exchange refused mail %s for the %s: %s",
             message_id,
-            server.smtp_user or "-",
+            f"external recipient limit of tenant {tenant.tenant_id}"
+            if tenant
+            else f"daily recipient limit of {server.smtp_user or '-'}",
             "back in the queue" if mails else "already deleted, its notifications show the failure",
         )
         return True

@@ -8,7 +8,7 @@ from odoo.tests import TransactionCase, tagged
 from odoo.tools import mute_logger
 
 from odoo.addons.microsoft_outlook_graph.sandbox import defaults
-from odoo.addons.microsoft_outlook_graph.sandbox.exchange_limits import quota_ndr
+from odoo.addons.microsoft_outlook_graph.sandbox.exchange_limits import quota_ndr, tenant_ndr
 
 from .common import GraphTransactionCase, connect_without_browser
 
@@ -17,6 +17,7 @@ MAIL_LOGGERS = (
     "odoo.addons.mail.models.mail_mail",
     "odoo.addons.microsoft_outlook_graph.models.ir_mail_server",
     "odoo.addons.microsoft_outlook_graph.models.microsoft_outlook_graph_send_ledger",
+    "odoo.addons.microsoft_outlook_graph.models.microsoft_outlook_graph_tenant",
     "odoo.addons.microsoft_outlook_graph.services.graph",
     "odoo.addons.microsoft_outlook_graph.services.send",
 )
@@ -26,8 +27,7 @@ def addresses(count, prefix="r"):
     return ", ".join(f"{prefix}{n}@example.com" for n in range(count))
 
 
-@tagged("post_install", "-at_install")
-class TestSendingLimits(GraphTransactionCase):
+class SendingLimitsCase(GraphTransactionCase):
     def setUp(self):
         super().setUp()
         self.registry_enter_test_mode()
@@ -65,6 +65,9 @@ class TestSendingLimits(GraphTransactionCase):
         if seconds > 0:
             self.sandbox.advance(seconds + 1)
 
+
+@tagged("post_install", "-at_install")
+class TestSendingLimits(SendingLimitsCase):
     def test_ledger_counts_each_message_against_the_signed_in_account(self):
         partner = self.env["res.partner"].create({"name": "Bob", "email": "bob@example.com"})
         mail = self.make_mail(
@@ -266,6 +269,157 @@ class TestSendingLimits(GraphTransactionCase):
         self.assertTrue(self.Ledger.search([("message_id", "=", mail.message_id)]))
         self.run_queue()
         self.assertEqual(len(self.sandbox.outbox()), 1)
+
+
+@tagged("post_install", "-at_install")
+class TestTenantLimit(SendingLimitsCase):
+    """Exchange's tenant external recipient rate (TERRL, docs/sending-limits.md): every
+    mailbox of the tenant spends one budget of external recipients."""
+
+    def setUp(self):
+        super().setUp()
+        self.alice_server = connect_without_browser(
+            self, self.create_outgoing(defaults.ALICE, sequence=2), login=defaults.ALICE
+        )
+        self.tenant = self.env["microsoft.outlook.graph.tenant"].search(
+            [("tenant_id", "=", defaults.TENANT_ID)]
+        )
+
+    def make_alice_mail(self, email_to, **values):
+        return self.make_mail(
+            email_to=email_to,
+            email_from=f"Alice <{defaults.ALICE}>",
+            mail_server_id=self.alice_server.id,
+            **values,
+        )
+
+    def test_the_tenant_is_made_at_connect_with_microsofts_formula(self):
+        self.assertEqual(len(self.tenant), 1)
+        self.assertEqual(self.tenant.name, defaults.TENANT_DOMAIN)
+        # Licences unknown: the two accounts connected here.
+        self.assertEqual(self.tenant.external_recipients_per_day, int(500 * 2**0.7 + 9_500))
+        self.tenant.licence_count = 100
+        self.assertEqual(self.tenant.external_recipients_per_day, 22_059)
+        self.tenant.trial = True
+        self.assertEqual(self.tenant.external_recipients_per_day, 5_000)
+        self.tenant.external_limit = 1_234
+        self.assertEqual(self.tenant.external_recipients_per_day, 1_234)
+        self.assertIn(defaults.TENANT_DOMAIN, self.tenant.accepted_domain_list)
+        self.tenant.extra_domains = "Fabrikam.test, *.corp.test"
+        self.assertEqual(
+            self.tenant._accepted_domains(), {"contoso.test", "fabrikam.test", "*.corp.test"}
+        )
+
+    def test_several_mailboxes_spend_the_tenant_budget_the_rest_wait_nothing_refused(self):
+        self.tenant.external_limit = 3
+        self.sandbox.configure_tenant_limit(defaults.TENANT_DOMAIN, external_recipients_per_day=3)
+        first = self.make_mail(email_to="a@example.com, b@example.com")
+        internal = self.make_mail(email_to=f"{defaults.ALICE}, x@contoso.test")
+        second = self.make_alice_mail("c@example.com")
+        third = self.make_alice_mail("d@example.com")
+        self.run_queue()
+        self.assertEqual(
+            [mail.state for mail in (first, internal, second, third)],
+            ["sent", "sent", "sent", "outgoing"],
+            third.failure_reason,
+        )
+        self.assertIn("external recipients of the Microsoft 365 tenant", third.failure_reason)
+        self.assertIn("every mailbox together", third.failure_reason)
+        self.assertEqual(third.microsoft_graph_tenant_id, self.tenant)
+        self.assertAlmostEqual(
+            third.microsoft_graph_send_after,
+            self.now() + datetime.timedelta(days=1),
+            delta=datetime.timedelta(minutes=2),
+        )
+        self.assertEqual(self.tenant.external_used, 3)
+        self.assertEqual(self.tenant.waiting_count, 1)
+        # Nothing refused by Exchange: no report in either Inbox.
+        self.assertEqual(self.sandbox.tenant_external_used(defaults.TENANT_DOMAIN), 3)
+        self.assertFalse([m for m in self.sandbox.messages(defaults.ADMIN) if b"5.7.233" in m.raw])
+        self.assertFalse([m for m in self.sandbox.messages(defaults.ALICE) if b"5.7.233" in m.raw])
+        # Internal mail keeps going; the waiting one leaves when the window rolls on.
+        later_internal = self.make_mail(email_to="y@contoso.test")
+        self.run_queue()
+        self.assertEqual(later_internal.state, "sent")
+        self.assertEqual(third.state, "outgoing")
+        self.assertTrue(self.alice_server.microsoft_graph_queue_empties_at)
+        self.env.flush_all()
+        health = self.env["microsoft.outlook.graph.mailbox"].search(
+            [("mail_server_id", "in", (self.server | self.alice_server).ids)]
+        )
+        self.assertEqual(set(health.mapped("tenant_external_used")), {3})
+        self.assertEqual(set(health.mapped("tenant_external_limit")), {3})
+        self.advance_to(third.microsoft_graph_send_after)
+        self.run_queue()
+        self.assertEqual(third.state, "sent", third.failure_reason)
+        self.assertFalse(third.microsoft_graph_tenant_id)
+
+    def test_a_mail_of_more_external_recipients_than_the_tenant_allows_fails_at_once(self):
+        self.tenant.external_limit = 3
+        mail = self.make_mail(email_to=addresses(4))
+        self.run_queue()
+        self.assertEqual(mail.state, "exception")
+        self.assertIn("4 external recipients", mail.failure_reason)
+        self.assertFalse(self.sandbox.outbox())
+
+    def test_forecast_of_waiting_mails_counts_the_tenant(self):
+        self.tenant.external_limit = 2
+        mails = [self.make_mail() for _ in range(3)]
+        self.run_queue()
+        self.assertEqual([mail.state for mail in mails], ["sent", "sent", "outgoing"])
+        self.assertEqual(self.server.microsoft_graph_waiting_count, 1)
+        self.assertAlmostEqual(
+            self.server.microsoft_graph_queue_empties_at,
+            self.now() + datetime.timedelta(days=1),
+            delta=datetime.timedelta(minutes=2),
+        )
+
+    def test_tenant_report_puts_the_mail_back_and_pauses_the_tenant(self):
+        """Outlook sent external mail Odoo cannot count: Exchange's 5.7.233 report, read
+        through the mailbox's Graph incoming server, is believed as the recipient-rate one."""
+        self.sandbox.configure_tenant_limit(defaults.TENANT_DOMAIN, external_recipients_per_day=2)
+        incoming = connect_without_browser(
+            self,
+            self.create_incoming(object_id=self.env["ir.model"]._get("res.partner").id),
+        )
+        incoming.state = "done"
+        mails = [self.make_mail() for _ in range(3)]
+        self.run_queue()
+        self.assertEqual([mail.state for mail in mails], ["sent"] * 3)
+        [report] = self.sandbox.messages(defaults.ADMIN)
+        self.assertIn(b"5.7.233", report.raw)
+        self.env.flush_all()
+        with mute_logger(*MAIL_LOGGERS), self.registry.cursor() as cr:
+            env = api.Environment(cr, self.env.uid, {})
+            self.assertIsNone(incoming.with_env(env)._fetch_mail())
+        self.env.invalidate_all()
+        self.assertEqual(mails[2].state, "outgoing")
+        self.assertIn("tenant's daily limit of external recipients", mails[2].failure_reason)
+        self.assertTrue(self.tenant.paused_until)
+        self.assertFalse(self.server.microsoft_graph_paused_until)
+        # Internal mail still goes; external mail waits for the tenant's pause.
+        internal = self.make_mail(email_to="z@contoso.test")
+        external = self.make_alice_mail("w@example.com")
+        self.run_queue()
+        self.assertEqual(internal.state, "sent")
+        self.assertEqual(external.state, "outgoing")
+        self.assertIn("Microsoft 365 tenant", external.failure_reason)
+
+    def test_a_forged_tenant_report_changes_nothing(self):
+        mail = self.make_mail()
+        self.run_queue()
+        original = f"Message-ID: {mail.message_id}\r\nSubject: Invoice\r\n\r\n".encode()
+        forged = tenant_ndr(
+            self.sandbox.mailbox(defaults.ADMIN),
+            original,
+            ["customer@example.com"],
+            self.sandbox.clock.now(),
+            1,
+        )
+        with mute_logger(*MAIL_LOGGERS, LEDGER_LOGGER):
+            self.env["mail.thread"].message_process("res.partner", forged)
+        self.assertEqual(mail.state, "sent")
+        self.assertFalse(self.tenant.paused_until)
 
 
 @tagged("post_install", "-at_install")

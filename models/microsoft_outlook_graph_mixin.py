@@ -196,6 +196,15 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
                 resealed += 1
             except VaultError:
                 unreadable += 1
+        certificates = self._microsoft_graph_certificates()
+        for entry in certificates:
+            try:
+                entry["key_sealed"] = vault.reseal(entry["key_sealed"], "certificate_key")
+                resealed += 1
+            except (KeyError, VaultError):
+                unreadable += 1
+        if certificates:
+            self._microsoft_graph_save_certificates(certificates)
         _logger.info(
             "[Graph API] vault: %s values resealed, %s sealed with a key no longer configured",
             resealed,

@@ -130,3 +130,17 @@ class TestTokens(GraphTransactionCase):
         self.assertEqual(server.microsoft_graph_status, "valid")
         self.assertEqual(self.server.microsoft_graph_status, "valid")
         self.assertTrue(server._microsoft_graph_client().me())
+
+    def test_reseal_covers_the_app_certificate_key(self):
+        self.patch(
+            config, "options", dict(config.options, microsoft_outlook_graph_vault_secret="old")
+        )
+        self.env["res.config.settings"]._microsoft_graph_new_certificate()
+        config.options["microsoft_outlook_graph_vault_secret"] = "new,old"
+        Mixin = self.env["microsoft.outlook.graph.mixin"]
+        _resealed, unreadable = Mixin._microsoft_graph_reseal_all()
+        self.assertEqual(unreadable, 0)
+        config.options["microsoft_outlook_graph_vault_secret"] = "new"
+        [entry] = Mixin._microsoft_graph_certificates()
+        key = Mixin._microsoft_graph_vault().open(entry["key_sealed"], "certificate_key")
+        self.assertIn("PRIVATE KEY", key)

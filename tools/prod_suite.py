@@ -1,6 +1,6 @@
 """Run the production-shape suite (prodtests/): a real odoo-bin, driven from outside.
 
-Called by ``tools/test`` (with PROD_SUITE=1) under the repository's test virtualenv. It finds
+Called by ``tools/test`` (unless SKIP_PROD_SUITE=1) under the repository's test virtualenv. It finds
 Odoo as ``tools/odoo_suite.py`` does (``ODOO_SRC``, ``ODOO_PY``, ``PGUSER``), installs the
 addon's packages into Odoo's environment, and gevent, which ``odoo-bin --workers`` needs for
 its long-polling process (Odoo's own requirement, pinned as Odoo pins it). The suite then

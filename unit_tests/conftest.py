@@ -7,6 +7,8 @@ instead of being imported as a package: `import sandbox`, `import services` work
 import logging
 import os
 import sys
+import threading
+import time
 import traceback
 
 import msal
@@ -48,6 +50,57 @@ def sandbox(sandbox_server):
     yield sandbox_server
     errors = list(sandbox_server.server_errors)
     assert not errors, "sandbox handler failed:\n" + "\n".join(errors)
+
+
+@pytest.fixture
+def frozen_clock(sandbox):
+    """The sandbox clock stands still: only sandbox.advance() moves it, however slow the
+    machine. Opt-in: clients sign their assertions with the wall clock, which runs on."""
+    return sandbox.clock.freeze()
+
+
+# The seconds of a timeout fault that the `held` fixture turns into "until the test releases
+# it", however long the machine takes to bring the other requests in; also the bound.
+HELD = 600.0
+
+
+class _Held:
+    """Stands in for sandbox.stopping, on which a timeout fault waits its seconds."""
+
+    def __init__(self, stopping):
+        self._stopping = stopping
+        self._released = threading.Event()
+
+    def wait(self, timeout=None):
+        if timeout != HELD:
+            return self._stopping.wait(timeout)
+        self._released.wait(HELD)
+        return self._stopping.is_set()
+
+    def release(self):
+        self._released.set()
+
+    def __getattr__(self, name):
+        return getattr(self._stopping, name)
+
+
+@pytest.fixture
+def held(sandbox, monkeypatch):
+    """Requests of timeout faults with seconds=HELD wait until held.release() (or the test's
+    end): a test that needs requests in flight together does not bet on a duration."""
+    gate = _Held(sandbox.stopping)
+    monkeypatch.setattr(sandbox, "stopping", gate)
+    yield gate
+    gate.release()
+
+
+def wait_until(predicate, what, bound=60.0):
+    """Poll predicate until true; fail after a generous bound (a stuck test, not a slow one)."""
+    deadline = time.monotonic() + bound
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"still waiting after {bound:.0f} s for {what}")
+        time.sleep(0.01)
 
 
 def trusting_session(ca_file):

@@ -8,6 +8,7 @@ import email.utils
 import json
 import time
 
+import freezegun
 import pytest
 import requests
 
@@ -236,9 +237,10 @@ def test_retry_after_fractional_missing_and_dated():
     assert parse_retry_after("-3") == 0.0
     assert parse_retry_after("soon") is None
     assert parse_retry_after("nan") is None
-    assert parse_retry_after(email.utils.formatdate(time.time() - 60, usegmt=True)) == 0.0
-    later = parse_retry_after(email.utils.formatdate(time.time() + 120, usegmt=True))
-    assert 100 < later <= 120
+    with freezegun.freeze_time("2026-03-02 10:00:00"):  # an HTTP date counts from now
+        now = time.time()
+        assert parse_retry_after(email.utils.formatdate(now - 60, usegmt=True)) == 0.0
+        assert parse_retry_after(email.utils.formatdate(now + 120, usegmt=True)) == 120.0
 
 
 def test_continuous_access_evaluation_challenge_is_an_auth_error():

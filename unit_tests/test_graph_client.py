@@ -4,6 +4,7 @@ import logging
 import threading
 
 import pytest
+from conftest import HELD, wait_until
 
 from sandbox import SECRET_MARKER
 from sandbox.defaults import ADMIN, ALICE, SALES
@@ -258,8 +259,8 @@ def test_connection_reset_every_time_is_transient(sandbox, make_client):
     assert caught.value.status is None and caught.value.code == "ConnectionError"
 
 
-def test_read_timeout_is_transient(sandbox, make_client):
-    sandbox.inject_fault("timeout", path=r"^/v1\.0/me$", seconds=1.0)
+def test_read_timeout_is_transient(sandbox, make_client, held):
+    sandbox.inject_fault("timeout", path=r"^/v1\.0/me$", seconds=HELD)
     with pytest.raises(GraphTransientError) as caught:
         make_client(max_attempts=1, timeout=0.2).me()
     assert caught.value.code == "ReadTimeout"
@@ -339,19 +340,29 @@ def run_in_threads(count, work):
     return results, errors
 
 
-def test_at_most_four_requests_per_mailbox_across_clients(sandbox, make_client, endpoints):
-    # Each request holds its mailbox slot at the sandbox for 0.3 s.
-    sandbox.inject_fault("timeout", path=r"/mailFolders$", seconds=0.3, times=None)
+def test_at_most_four_requests_per_mailbox_across_clients(sandbox, make_client, endpoints, held):
+    # Without the cap, Outlook refuses the fifth concurrent request of a mailbox: the eight
+    # requests are held at the sandbox until all have arrived, however slow the machine.
+    fault = sandbox.inject_fault("timeout", path=r"/mailFolders$", seconds=HELD, times=None)
     tokens = Tokens(sandbox, ADMIN, ("User.Read", "Mail.ReadWrite.Shared"))
-
-    # Without the cap, Outlook refuses the fifth concurrent request of a mailbox.
     raw = endpoints.session()
     url = f"{sandbox.graph_url}/users/{SALES}/mailFolders"
     headers = {"Authorization": f"Bearer {tokens.token}"}
-    statuses, _ = run_in_threads(8, lambda: raw.get(url, headers=headers).status_code)
+    threads = [threading.Thread(target=lambda: raw.get(url, headers=headers)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: fault.hits == 8, "eight requests at the sandbox")
+    held.release()
+    for thread in threads:
+        thread.join()
     raw.close()
-    assert 429 in statuses
+    statuses = [entry.status for entry in graph_log(sandbox, "/mailFolders")]
+    assert sorted(statuses) == [200] * 4 + [429] * 4
+    sandbox.remove_fault(fault)
     sandbox.clear_log()
+
+    # Each request holds its mailbox slot at the sandbox for 0.3 s.
+    sandbox.inject_fault("timeout", path=r"/mailFolders$", seconds=0.3, times=None)
 
     # Clients for the same mailbox, whatever the case of its address, share four slots.
     clients = [make_client(tokens, mailbox=m) for m in (SALES, SALES.upper(), SALES.title())]

@@ -17,6 +17,9 @@ from services.graph import GraphClient
 from services.send import GraphSender
 from services.sending_limits import is_quota_refusal, parse_quota_ndr
 
+# Window edges a second apart: the sandbox clock moves only when a test moves it.
+pytestmark = pytest.mark.usefixtures("frozen_clock")
+
 SEND = ("Mail.Send", "Mail.ReadWrite", "User.Read", "Mail.Send.Shared", "Mail.ReadWrite.Shared")
 IMMUTABLE = {"Prefer": 'IdType="ImmutableId"'}
 

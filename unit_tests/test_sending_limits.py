@@ -453,6 +453,7 @@ def history(sandbox, session):
 
 def drain_start(sandbox, session):
     """The limits, some history, a queue of mails and its forecast."""
+    sandbox.clock.freeze()  # the client's and Exchange's times: only advance() moves them
     limits = drain_setup(sandbox)
     ledger = history(sandbox, session)
     queue = [(n, count) for n, count in enumerate(RECIPIENTS * 3)]

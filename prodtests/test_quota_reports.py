@@ -9,7 +9,6 @@ when it refuses a mail and imported through the account's own Graph incoming ser
 puts the mail back in the queue.
 """
 
-import time
 import xmlrpc.client
 
 from harness import (
@@ -31,7 +30,7 @@ def forged_report(sandbox, address, message_id):
     """Exchange's NDR for message_id, byte for byte, written by someone who received it."""
     delivery = next(sent for sent in sandbox.outbox() if sent.internet_message_id == message_id)
     return exchange_limits.quota_ndr(
-        sandbox.mailbox(address), delivery.raw, delivery.recipients, time.time(), 0x5EED
+        sandbox.mailbox(address), delivery.raw, delivery.recipients, sandbox.clock.now(), 0x5EED
     )
 
 

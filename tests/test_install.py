@@ -13,7 +13,7 @@ class TestInstall(GraphTransactionCase):
         session = endpoints.session()
         configuration = session.get(
             endpoints.authority("contoso.test") + "/v2.0/.well-known/openid-configuration",
-            timeout=10,
+            timeout=120,
         ).json()
         self.assertTrue(configuration["token_endpoint"].startswith(self.sandbox.base_url))
         # MSAL, configured by the addon, discovers the same authority.

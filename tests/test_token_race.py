@@ -95,8 +95,9 @@ class TestTokenRace(GraphTransactionCase):
             for key, value in self.saved_params.items():
                 Config.set_param(key, value)
 
-    def run_workers(self, *targets, timeout=60):
-        """Run each target in a thread; fail (and unblock the database) if one hangs."""
+    def run_workers(self, *targets, timeout=300):
+        """Run each target in a thread; fail (and unblock the database) if one hangs: waits
+        on itself for good, not for long on a busy machine (the bound is generous)."""
         errors = []
 
         def guarded(target):
@@ -134,7 +135,7 @@ class TestTokenRace(GraphTransactionCase):
             with self.worker_env() as env:
                 server = env["ir.mail_server"].browse(self.server_id)
                 server._microsoft_graph_open_tokens()
-                start.wait(timeout=10)
+                start.wait(timeout=120)
                 tokens.append(server._microsoft_graph_access_token())
 
         self.assertFalse(self.run_workers(worker, worker))
@@ -186,7 +187,7 @@ class TestTokenRace(GraphTransactionCase):
             with self.worker_env() as env:
                 server = env["ir.mail_server"].browse(self.server_id)
                 server.read(["name"])
-                start.wait(timeout=10)
+                start.wait(timeout=120)
                 with contextlib.suppress(GraphAuthError):
                     server._microsoft_graph_access_token()
                 if records_outcome:

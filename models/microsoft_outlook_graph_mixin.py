@@ -8,7 +8,7 @@ from odoo.exceptions import AccessError, UserError
 
 from ..services import certificates as app_certificates
 from ..services.auth import OutlookAuth, TokenSet, scopes_for
-from ..services.endpoints import Endpoints, EndpointsError
+from ..services.endpoints import CaBundleError, Endpoints, EndpointsError, check_ca_file
 from ..services.errors import GraphAuthError, GraphConfigError, GraphError, GraphPermanentError
 from ..services.graph import GraphClient, quote_segment
 from ..services.vault import Vault, VaultError, config_secrets_from
@@ -219,12 +219,21 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
     @api.model
     def _microsoft_graph_endpoints(self):
         try:
-            return Endpoints.for_cloud(
+            endpoints = Endpoints.for_cloud(
                 self._microsoft_graph_param("cloud", "global"),
                 authority_base=self._microsoft_graph_param("authority_url"),
                 graph_base=self._microsoft_graph_param("graph_url"),
                 ca_file=self._microsoft_graph_param("ca_file"),
             )
+            if endpoints.ca_file:
+                check_ca_file(endpoints.ca_file)
+            return endpoints
+        except CaBundleError as exc:
+            # Saved good, gone bad since (a file deleted or replaced): said, on the server too.
+            message = self.env["res.config.settings"]._microsoft_graph_ca_message(exc)
+            if len(self) == 1 and self.id and "microsoft_graph_last_error" in self._fields:
+                self._microsoft_graph_record_error(GraphConfigError(user_message=message))
+            raise UserError(message) from None
         except EndpointsError as exc:
             raise UserError(
                 self.env._("The Microsoft Graph endpoints in Settings cannot be used: %s", exc)

@@ -2,10 +2,18 @@ import logging
 import time
 
 from odoo import api, fields, models
-from odoo.exceptions import UserError
+from odoo.exceptions import UserError, ValidationError
 
 from ..services import certificates as app_certificates
-from ..services.endpoints import CUSTOM_CLOUD, Endpoints, EndpointsError
+from ..services.endpoints import (
+    CUSTOM_CLOUD,
+    CaBundleError,
+    Endpoints,
+    EndpointsError,
+    check_ca_file,
+    check_https_host,
+    check_tenant,
+)
 from ..services.errors import GraphError
 
 _logger = logging.getLogger(__name__)
@@ -138,20 +146,86 @@ class ResConfigSettings(models.TransientModel):
         return values
 
     def set_values(self):
+        # Checked before anything is written: a refused value changes nothing.
+        self._microsoft_graph_check_values()
         res = super().set_values()
         Config = self.env["ir.config_parameter"].sudo()
         Config.set_param(
             "microsoft_outlook_graph.secret_expiry",
             fields.Date.to_string(self.microsoft_graph_secret_expiry) or "",
         )
-        if self.microsoft_graph_cloud == CUSTOM_CLOUD:
-            try:
-                Endpoints.for_cloud(
-                    CUSTOM_CLOUD, self.microsoft_graph_authority_url, self.microsoft_graph_graph_url
-                )
-            except EndpointsError as exc:
-                raise UserError(self.env._("Microsoft Graph custom endpoints: %s", exc)) from None
         return res
+
+    @api.model
+    def _microsoft_graph_ca_message(self, error):
+        """The admin's words for a CA bundle file that cannot be used (CaBundleError)."""
+        where = self.env._(
+            "Settings > General Settings > Emails > Outlook (Microsoft Graph) > CA Bundle File"
+        )
+        reasons = {
+            "missing": self.env._("does not exist on the Odoo server"),
+            "unreadable": self.env._("cannot be read by Odoo (a folder, or no permission)"),
+            "not_pem": self.env._("holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+            "invalid": self.env._("holds PEM text that is not a valid certificate"),
+        }
+        return self.env._(
+            "The CA Bundle File %(path)s %(reason)s. Put the PEM file of the certificate "
+            "authorities to trust at that path on the Odoo server, or correct or empty the "
+            "field (%(where)s); empty means the system's trust store.",
+            path=error.path,
+            reason=reasons.get(error.reason, error.reason),
+            where=where,
+        )
+
+    def _microsoft_graph_check_values(self):
+        for settings in self:
+            tenant = (settings.microsoft_graph_tenant or "").strip()
+            if tenant:
+                try:
+                    settings.microsoft_graph_tenant = check_tenant(tenant)
+                except EndpointsError:
+                    raise ValidationError(
+                        self.env._(
+                            'Microsoft Tenant "%s" is not valid: enter common, organizations, '
+                            "consumers, your Directory (tenant) ID (a GUID, on the Azure app's "
+                            "Overview page) or one of your verified domains (contoso.com).",
+                            tenant,
+                        )
+                    ) from None
+            custom = settings.microsoft_graph_cloud == CUSTOM_CLOUD
+            for field in ("microsoft_graph_authority_url", "microsoft_graph_graph_url"):
+                url = (settings[field] or "").strip()
+                if not url and not custom:
+                    continue
+                try:
+                    check_https_host(url)
+                except EndpointsError:
+                    raise ValidationError(
+                        self.env._(
+                            '%(field)s "%(url)s" is not valid: enter the https:// address of '
+                            "a host, e.g. https://login.example.com, without a query or "
+                            "credentials.",
+                            field=settings._fields[field].get_description(self.env)["string"],
+                            url=url,
+                        )
+                    ) from None
+            ca_file = (settings.microsoft_graph_ca_file or "").strip()
+            if ca_file:
+                try:
+                    check_ca_file(ca_file)
+                except CaBundleError as exc:
+                    raise ValidationError(self._microsoft_graph_ca_message(exc)) from None
+            if custom:
+                try:
+                    Endpoints.for_cloud(
+                        CUSTOM_CLOUD,
+                        settings.microsoft_graph_authority_url,
+                        settings.microsoft_graph_graph_url,
+                    )
+                except EndpointsError as exc:
+                    raise UserError(
+                        self.env._("Microsoft Graph custom endpoints: %s", exc)
+                    ) from None
 
     # ------------------------------------------------------------------
     # The app's certificate (issue 16)

@@ -5,7 +5,11 @@ the national cloud chosen in Settings or from custom endpoints (a corporate TLS
 proxy, or the project's local Microsoft 365 sandbox).
 """
 
+import os
+import re
+import ssl
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import requests
 
@@ -23,8 +27,80 @@ CUSTOM_CLOUD = "custom"
 GRAPH_VERSION = "v1.0"
 
 
+TENANT_KEYWORDS = ("common", "organizations", "consumers")
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+_DOMAIN = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}$", re.I
+)
+PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+
+
 class EndpointsError(ValueError):
     """The configured endpoints cannot be used."""
+
+
+class CaBundleError(EndpointsError):
+    """The CA bundle file cannot be used; ``reason`` says why, for a translated message.
+
+    ``reason``: ``missing`` (no such file), ``unreadable`` (a directory, or no permission),
+    ``not_pem`` (no PEM certificate in it) or ``invalid`` (PEM that does not load).
+    """
+
+    def __init__(self, path, reason, detail=""):
+        self.path = path
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"The CA bundle file {path} cannot be used ({reason}). {detail}".strip())
+
+
+def check_ca_file(path):
+    """Raise :class:`CaBundleError` unless path is a readable file of PEM certificates."""
+    if not os.path.exists(path):
+        raise CaBundleError(path, "missing")
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise CaBundleError(path, "unreadable")
+    try:
+        with open(path, "rb") as handle:
+            content = handle.read(5_000_000)
+    except OSError as exc:
+        raise CaBundleError(path, "unreadable", exc.strerror or "") from None
+    if PEM_CERTIFICATE not in content:
+        raise CaBundleError(path, "not_pem")
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, ValueError) as exc:
+        raise CaBundleError(path, "invalid", str(exc)[:200]) from None
+
+
+def check_https_host(url):
+    """Raise :class:`EndpointsError` unless url is ``https://host[:port]`` (a path is kept)."""
+    try:
+        parts = urlsplit(url or "")
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if (
+        parts is None
+        or parts.scheme != "https"
+        or not parts.hostname
+        or parts.username
+        or parts.password
+        or parts.query
+        or parts.fragment
+        or " " in url
+    ):
+        raise EndpointsError(f"{url!r} is not an https:// host address.")
+    return port
+
+
+def check_tenant(tenant):
+    """Raise :class:`EndpointsError` unless tenant is a GUID, a domain or a keyword."""
+    value = (tenant or "").strip()
+    if value.lower() in TENANT_KEYWORDS or _GUID.match(value) or _DOMAIN.match(value):
+        return value
+    raise EndpointsError(
+        f"{tenant!r} is not a tenant id, a domain or {', '.join(TENANT_KEYWORDS)}."
+    )
 
 
 @dataclass(frozen=True)
@@ -44,6 +120,7 @@ class Endpoints:
                     raise EndpointsError(
                         "Custom endpoints need an https:// authority URL and Graph URL."
                     )
+                check_https_host(url)
             return cls(authority_base.rstrip("/"), graph_base.rstrip("/"), ca_file or None)
         if cloud not in CLOUDS:
             raise EndpointsError(f"Unknown Microsoft cloud: {cloud!r}.")
@@ -64,6 +141,7 @@ class Endpoints:
     def session(self):
         """A requests session for Microsoft, immune to REQUESTS_CA_BUNDLE.
 
+        Raises :class:`CaBundleError` when the CA bundle file went missing or bad.
         A session-level ``verify`` loses to the environment's CA variables, so the
         environment is not read (``trust_env``); its proxy settings, NO_PROXY
         included, still apply because customers behind a corporate proxy rely on them.
@@ -71,6 +149,8 @@ class Endpoints:
         session = _ProxyAwareSession()
         session.trust_env = False
         if self.ca_file:
+            # requests would raise a bare OSError at the first request: say which file, why.
+            check_ca_file(self.ca_file)
             session.verify = self.ca_file
         return session
 

@@ -1,0 +1,146 @@
+"""Settings values are checked when saved; a value that goes bad later is explained."""
+
+import os
+import shutil
+import tempfile
+
+from odoo.exceptions import UserError
+from odoo.tests import tagged
+from odoo.tools import mute_logger
+
+from odoo.addons.microsoft_outlook_graph.sandbox import defaults
+
+from .common import GraphTransactionCase, connect_without_browser
+
+PREFIX = "microsoft_outlook_graph."
+
+
+@tagged("post_install", "-at_install")
+class TestSettingsValidation(GraphTransactionCase):
+    def params(self):
+        Config = self.env["ir.config_parameter"].sudo()
+        return {
+            key: Config.get_param(PREFIX + key)
+            for key in ("tenant", "cloud", "authority_url", "graph_url", "ca_file")
+        }
+
+    def assert_refused(self, fragment, **values):
+        before = self.params()
+        with self.assertRaises(UserError) as caught:
+            self.configure_outlook(**values)
+        self.assertIn(fragment, str(caught.exception))
+        self.assertNotIn("Traceback", str(caught.exception))
+        self.assertEqual(self.params(), before, "nothing may change on a refused value")
+        return str(caught.exception)
+
+    def test_valid_values_are_saved(self):
+        for tenant in ("common", "Organizations", "consumers", defaults.TENANT_ID, "contoso.test"):
+            self.configure_outlook(microsoft_graph_tenant=tenant)
+            self.assertEqual(self.params()["tenant"], tenant.strip())
+
+    def test_tenant(self):
+        for tenant in (
+            "contoso",
+            "https://login.microsoftonline.com/contoso",
+            "a b.com",
+            "x@y.com",
+        ):
+            self.assert_refused("Microsoft Tenant", microsoft_graph_tenant=tenant)
+
+    def test_urls(self):
+        for field in ("microsoft_graph_authority_url", "microsoft_graph_graph_url"):
+            for url in (
+                "http://login.example.com",
+                "login.example.com",
+                "https://",
+                "https://host.example.com/?x=1",
+                "https://user:pw@host.example.com",
+            ):
+                self.assert_refused("https://", **{field: url})
+
+    def test_ca_file_missing(self):
+        message = self.assert_refused(
+            "does not exist", microsoft_graph_ca_file="/nonexistent/ca-bundle.pem"
+        )
+        self.assertIn("CA Bundle File", message)
+
+    def test_ca_file_directory(self):
+        self.assert_refused("cannot be read", microsoft_graph_ca_file=tempfile.gettempdir())
+
+    def test_ca_file_not_pem(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
+            handle.write("this is not a certificate\n")
+        self.addCleanup(os.unlink, handle.name)
+        self.assert_refused("no PEM certificate", microsoft_graph_ca_file=handle.name)
+
+    def test_ca_file_broken_pem(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
+            handle.write("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+        self.addCleanup(os.unlink, handle.name)
+        self.assert_refused("CA Bundle File", microsoft_graph_ca_file=handle.name)
+
+
+@tagged("post_install", "-at_install")
+class TestCaFileGoneLater(GraphTransactionCase):
+    """A CA file deleted after it was saved: every path explains it, none raises OSError."""
+
+    def setUp(self):
+        super().setUp()
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder, ignore_errors=True)
+        self.ca_copy = os.path.join(folder, "ca.pem")
+        shutil.copy(self.sandbox.ca_file, self.ca_copy)
+        self.configure_outlook(microsoft_graph_ca_file=self.ca_copy)
+        self.outgoing = connect_without_browser(self, self.create_outgoing())
+        self.incoming = connect_without_browser(self, self.create_incoming())
+        self.incoming.button_confirm_login()
+        os.unlink(self.ca_copy)
+
+    def assert_explained(self, text):
+        self.assertIn("CA Bundle File", text)
+        self.assertIn(self.ca_copy, text)
+        self.assertNotIn("OSError", text)
+        self.assertNotIn("suitable TLS CA", text)
+
+    def test_connection_test(self):
+        # No assertRaises: its savepoint would undo the error written on the server.
+        try:
+            self.outgoing.test_smtp_connection()
+        except UserError as exc:
+            self.assert_explained(str(exc))
+        else:
+            self.fail("Test Connection passed without a CA bundle")
+        self.outgoing.invalidate_recordset()
+        self.assertFalse(self.outgoing.microsoft_graph_needs_reconnect, "the tokens stay good")
+        self.assertTrue(self.outgoing.microsoft_graph_tokens_sealed)
+        self.assert_explained(self.outgoing.microsoft_graph_last_error)
+
+    def test_fetch_now(self):
+        try:
+            action = self.incoming.fetch_mail()
+        except UserError as exc:
+            self.assert_explained(str(exc))
+        else:
+            self.assertEqual(action["params"]["type"], "danger")
+            self.assert_explained(action["params"]["message"])
+        self.incoming.invalidate_recordset()
+        self.assert_explained(self.incoming.microsoft_graph_last_error)
+        self.assertFalse(self.incoming.microsoft_graph_needs_reconnect)
+
+    def test_send(self):
+        self.patch(
+            type(self.env["ir.mail_server"]), "_disable_send", classmethod(lambda cls: False)
+        )
+        mail = self.env["mail.mail"].create(
+            {
+                "email_from": defaults.ADMIN,
+                "email_to": "someone@example.com",
+                "subject": "CA gone",
+                "body_html": "<p>Hello</p>",
+                "mail_server_id": self.outgoing.id,
+            }
+        )
+        with mute_logger("odoo.addons.mail.models.mail_mail"):
+            mail.send()
+        self.assertEqual(mail.state, "exception")
+        self.assert_explained(mail.failure_reason)

@@ -1,9 +1,10 @@
 import ast
 import logging
+import time
 
 import psycopg2
 
-from odoo import fields, models
+from odoo import api, fields, models
 
 from ..services.sending_limits import count_external, count_recipients
 from .ir_mail_server import GRAPH, GraphSendDeferred
@@ -11,6 +12,11 @@ from .ir_mail_server import GRAPH, GraphSendDeferred
 _logger = logging.getLogger(__name__)
 
 BULK_PRECEDENCE = ("bulk", "list", "junk")
+# Wall-clock seconds one queue run spends on one Graph mailbox before it moves on to the next
+# (a slow or throttled mailbox costs the others at most this, plus the mail in flight); the
+# rest of its mail stays queued for the next run. Hidden setting for tests and benchmarks.
+SEND_SLICE = 10.0
+SEND_SLICE_PARAM = "microsoft_outlook_graph.send_slice_seconds"
 
 
 class MailMail(models.Model):
@@ -52,6 +58,7 @@ class MailMail(models.Model):
         help="Until then the mail waits for the daily recipient limit and the queue skips it.",
     )
 
+    @api.model
     def process_email_queue(self, email_ids=(), batch_size=1000):
         # Mails waiting hours for the daily recipient limit are not due: the queue run leaves
         # them out (nor counts them as work left, which would re-run the cron at once), and
@@ -66,6 +73,26 @@ class MailMail(models.Model):
         return super(MailMail, self.with_context(filters=filters)).process_email_queue(
             email_ids=email_ids, batch_size=batch_size
         )
+
+    def _split_by_mail_configuration(self):
+        """Odoo's batches, the Graph mailboxes least recently served first: a queue run never
+        spends its time on the same mailboxes while the others wait."""
+        batches = list(super()._split_by_mail_configuration())
+        servers = (
+            self.env["ir.mail_server"]
+            .sudo()
+            .browse({batch[0] for batch in batches if batch[0]})
+            .exists()
+        )
+        graph = {
+            server.id: server.microsoft_graph_last_sent_at
+            or fields.Datetime.to_datetime("1970-01-01")
+            for server in servers
+            if server.smtp_authentication == GRAPH
+        }
+        # Other servers first, as Odoo orders them; then Graph mailboxes by their last send.
+        batches.sort(key=lambda batch: (batch[0] in graph, graph.get(batch[0]) or 0))
+        return iter(batches)
 
     def _send(self, auto_commit=False, raise_exception=False, smtp_session=None, **kwargs):
         server = kwargs.get("mail_server")
@@ -84,13 +111,29 @@ class MailMail(models.Model):
             if not mails:
                 return True
             mails = server.sudo()._microsoft_graph_admit(mails).with_env(self.env)
+            slice_ = float(
+                self.env["ir.config_parameter"].sudo().get_param(SEND_SLICE_PARAM) or SEND_SLICE
+            )
+            deadline = time.monotonic() + slice_
             try:
-                return super(MailMail, mails.with_context(microsoft_graph_admitted=True))._send(
-                    auto_commit=auto_commit,
-                    raise_exception=raise_exception,
-                    smtp_session=smtp_session,
-                    **kwargs,
-                )
+                for position, mail in enumerate(mails):
+                    if position and time.monotonic() > deadline:
+                        # Its turn is over: the rest waits for the next run, after the
+                        # mailboxes served less recently (their ledger entries are released).
+                        _logger.info(
+                            "[Graph API] %s mails of %s left for the next queue run after %.0f s",
+                            len(mails) - position,
+                            server.smtp_user,
+                            slice_,
+                        )
+                        break
+                    super(MailMail, mail.with_context(microsoft_graph_admitted=True))._send(
+                        auto_commit=auto_commit,
+                        raise_exception=raise_exception,
+                        smtp_session=smtp_session,
+                        **kwargs,
+                    )
+                return True
             except GraphSendDeferred as deferred:
                 # Odoo flags a mail as failed before sending it and counts on a rollback
                 # when the session drops; put it back in the queue instead, saying why.

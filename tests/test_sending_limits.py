@@ -405,6 +405,29 @@ class TestTenantLimit(SendingLimitsCase):
         self.assertEqual(external.state, "outgoing")
         self.assertIn("Microsoft 365 tenant", external.failure_reason)
 
+    def test_each_mailbox_gets_a_turn_least_recently_served_first(self):
+        """A queue run spends at most a slice of time on one mailbox; the mailboxes served
+        least recently go first."""
+        self.env["ir.config_parameter"].set_param("microsoft_outlook_graph.send_slice_seconds", 0)
+        self.server.microsoft_graph_last_sent_at = self.now()
+        admin_mails = [self.make_mail(mail_server_id=self.server.id) for _ in range(3)]
+        alice_mail = self.make_alice_mail("c@example.com")
+        self.run_queue()
+        # One mail each (a slice of 0 s lets the first one go), Alice's first.
+        self.assertEqual(alice_mail.state, "sent")
+        self.assertEqual([mail.state for mail in admin_mails].count("sent"), 1)
+        self.assertEqual(
+            self.sandbox.outbox()[0].internet_message_id.strip("<>"),
+            alice_mail.message_id.strip("<>"),
+        )
+        waiting = [mail for mail in admin_mails if mail.state == "outgoing"]
+        self.assertFalse([mail.failure_reason for mail in waiting if mail.failure_reason])
+        self.assertFalse(self.Ledger.search([("mail_id", "in", [m.id for m in waiting])]))
+        self.run_queue()
+        self.run_queue()
+        self.assertEqual([mail.state for mail in admin_mails], ["sent"] * 3)
+        self.assertEqual(len(self.sandbox.outbox()), 4)
+
     def test_a_forged_tenant_report_changes_nothing(self):
         mail = self.make_mail()
         self.run_queue()

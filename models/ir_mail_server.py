@@ -11,7 +11,7 @@ from odoo.tools import email_normalize
 from odoo.addons.base.models.ir_mail_server import MailDeliveryException
 
 from ..services.errors import GraphAuthError, GraphError, GraphTransientError
-from ..services.send import GraphAmbiguousSendError, GraphSender
+from ..services.send import MAX_MESSAGE_SIZE, GraphAmbiguousSendError, GraphSender
 from ..services.sending_limits import (
     RECIPIENTS_PER_DAY,
     TENANT_EXTERNAL,
@@ -962,6 +962,22 @@ class IrMailServer(models.Model):
         graph_servers = self.filtered(lambda server: server.smtp_authentication == GRAPH)
         for server in graph_servers:
             checks = server.sudo()._microsoft_graph_test()
+            if autodetect_max_email_size:
+                # Graph has no SIZE to ask: Exchange Online's own limit is the answer.
+                server.max_email_size = MAX_MESSAGE_SIZE / 1024**2
+            if len(self) == 1 and autodetect_max_email_size:
+                return server._microsoft_graph_test_action(
+                    [
+                        server.env._(
+                            "Max Email Size set to %(size)s MB: the message size Exchange "
+                            "Online accepts through Microsoft Graph (attachments included).",
+                            size=f"{server.max_email_size:g}",
+                        ),
+                        *checks,
+                    ],
+                    title=server.env._("Max Email Size Updated"),
+                    sticky=False,
+                )
             if len(self) == 1:
                 return server._microsoft_graph_test_action(checks, sticky=False)
         others = self - graph_servers

@@ -275,7 +275,7 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
         if not client_id or not (client_secret or certificates):
             raise UserError(
                 self.env._(
-                    "Enter the Client ID and the Graph Secret of your Azure app (or use a "
+                    "Enter the Client ID and the Client Secret (sealed) of your Azure app (or use a "
                     "certificate) in Settings > General Settings > Emails > Use an Outlook "
                     "Server before connecting a mailbox."
                 )
@@ -562,6 +562,9 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
         :return: a list of sentences describing what was checked
         """
         self.ensure_one()
+        if not self.microsoft_graph_tokens_sealed:
+            # Never connected: nothing to ask Microsoft, nothing to "reconnect".
+            raise UserError(self._microsoft_graph_not_connected_message())
         address = self._microsoft_graph_mailbox_address()
         client = self._microsoft_graph_client()
         try:
@@ -720,6 +723,13 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
 
         return access_token
 
+    def _microsoft_graph_not_connected_message(self):
+        return self.env._(
+            'The Outlook account of %s is not connected yet: connect it with "Connect your '
+            'Outlook account" on the server form, then test again.',
+            self.display_name,
+        )
+
     def _microsoft_graph_open_tokens(self, connection=None):
         """The stored TokenSet, from connection when given, else from what this record reads."""
         if connection is not None:
@@ -727,10 +737,14 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
         else:
             sealed = self.microsoft_graph_tokens_sealed
             needs_reconnect = self.microsoft_graph_needs_reconnect
-        if not sealed or needs_reconnect:
+        if not sealed:
+            raise GraphAuthError(user_message=self._microsoft_graph_not_connected_message())
+        if needs_reconnect:
             raise GraphAuthError(
                 user_message=self.env._(
-                    "The Outlook account of %s is not connected: reconnect it.", self.display_name
+                    'Microsoft no longer accepts the connection of %s: press "Reconnect" on '
+                    "the server form and sign in again.",
+                    self.display_name,
                 )
             )
         try:

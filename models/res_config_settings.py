@@ -414,9 +414,7 @@ class ResConfigSettings(models.TransientModel):
         self._microsoft_graph_check_admin()
         mixin = self.env["microsoft.outlook.graph.mixin"].sudo()
         if not mixin._microsoft_graph_client_secret():
-            raise UserError(
-                self.env._("Enter the client secret first (Graph Secret), then switch back.")
-            )
+            raise UserError(self.env._("Enter the Client Secret (sealed) first, then switch back."))
         self.env["ir.config_parameter"].sudo().set_param(
             "microsoft_outlook_graph.app_credential", "secret"
         )

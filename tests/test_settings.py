@@ -144,3 +144,36 @@ class TestCaFileGoneLater(GraphTransactionCase):
             mail.send()
         self.assertEqual(mail.state, "exception")
         self.assert_explained(mail.failure_reason)
+
+
+@tagged("post_install", "-at_install")
+class TestServerWords(GraphTransactionCase):
+    """What a server says points the admin the right way."""
+
+    def test_never_connected_says_connect(self):
+        server = self.create_outgoing()
+        with self.assertRaises(UserError) as caught:
+            server.test_smtp_connection()
+        message = str(caught.exception)
+        self.assertIn("connect it", message)
+        self.assertNotIn("reconnect", message.lower())
+        self.assertIn("Connect your Outlook account", message)
+
+    def test_needs_reconnect_says_reconnect(self):
+        server = connect_without_browser(self, self.create_outgoing())
+        self.env["microsoft.outlook.graph.connection"]._write_committed(
+            server, {"needs_reconnect": True}
+        )
+        server.invalidate_recordset()
+        with self.assertRaises(UserError) as caught:
+            server.test_smtp_connection()
+        self.assertIn("Reconnect", str(caught.exception))
+
+    def test_detect_max_limit_sets_exchange_limit(self):
+        server = connect_without_browser(self, self.create_outgoing())
+        self.assertFalse(server.max_email_size)
+        action = server.action_retrieve_max_email_size()
+        self.assertEqual(server.max_email_size, 35.0)
+        self.assertIn("35", action["params"]["message"])
+        self.assertIn("Exchange Online", action["params"]["message"])
+        self.assertNotIn("Connection Test Successful", action["params"]["title"])

@@ -275,8 +275,8 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
         if not client_id or not (client_secret or certificates):
             raise UserError(
                 self.env._(
-                    "Enter the Client ID and the Client Secret (sealed) of your Azure app (or use a "
-                    "certificate) in Settings > General Settings > Emails > Use an Outlook "
+                    "Enter the Client ID and the Client Secret (sealed) of your Azure app (or "
+                    "use a certificate) in Settings > General Settings > Emails > Use an Outlook "
                     "Server before connecting a mailbox."
                 )
             )

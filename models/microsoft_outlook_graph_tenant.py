@@ -78,7 +78,9 @@ class MicrosoftOutlookGraphTenant(models.Model):
     external_used = fields.Integer(
         "External Recipients (24 h)", compute="_compute_budget", compute_sudo=True
     )
-    external_left = fields.Integer("External Recipients Left", compute="_compute_budget")
+    external_left = fields.Integer(
+        "External Recipients Left", compute="_compute_budget", compute_sudo=True
+    )
     waiting_count = fields.Integer(
         "Mails Waiting for the Tenant", compute="_compute_budget", compute_sudo=True
     )

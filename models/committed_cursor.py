@@ -15,15 +15,18 @@ from odoo.sql_db import Cursor
 
 
 @contextlib.contextmanager
-def committed_cursor(env):
+def committed_cursor(env, readonly=False):
     """An environment like env on a new cursor, committed when the block ends without error.
+
+    readonly: for a read made while the caller's own cursor is read-only (Odoo serves reads
+    on such cursors, and in tests refuses a read/write cursor opened from one).
 
     The transaction reads what is committed at every statement (READ COMMITTED): after
     waiting for a lock, it sees what the previous holder wrote, where Odoo's REPEATABLE
     READ would keep the snapshot taken before the wait. Under Odoo's test cursor the
     block shares the test's transaction instead.
     """
-    with env.registry.cursor() as cr:
+    with env.registry.cursor(readonly=readonly) as cr:
         if isinstance(cr, Cursor):
             cr.connection.set_isolation_level(ISOLATION_LEVEL_READ_COMMITTED)
         if cr.transaction is None:

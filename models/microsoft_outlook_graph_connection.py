@@ -47,6 +47,27 @@ class MicrosoftOutlookGraphConnection(models.Model):
         return {row.res_id: row for row in rows}
 
     @api.model
+    def _committed_values(self, servers, fnames):
+        """{server id: {field: value}} of servers' connections, as committed right now.
+
+        Read on a cursor of its own at READ COMMITTED: the caller's snapshot may predate a
+        connection, a refresh or a reconnect flag that was committed apart from it (a
+        connect and the import's first position in one request, say).
+        """
+        if not servers.ids:
+            return {}
+        with committed_cursor(self.env, readonly=self.env.cr.readonly) as env:
+            rows = (
+                self.with_env(env)
+                .sudo()
+                .search_read(
+                    [("res_model", "=", servers._name), ("res_id", "in", servers.ids)],
+                    ["res_id", *fnames],
+                )
+            )
+        return {row["res_id"]: row for row in rows}
+
+    @api.model
     @contextlib.contextmanager
     def _locked(self, server):
         """server's connection (created if missing) on a committed cursor of its own, locked.

@@ -135,12 +135,12 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
 
     def _compute_microsoft_graph_connection(self):
         Connection = self.env["microsoft.outlook.graph.connection"].sudo()
-        connections = Connection._of(self._origin)
+        committed = Connection._committed_values(self._origin, list(CONNECTION_FIELDS.values()))
         for record in self:
-            connection = connections.get(record._origin.id, Connection)
-            record.microsoft_graph_connection_id = connection
+            values = committed.get(record._origin.id, {})
+            record.microsoft_graph_connection_id = Connection.browse(values.get("id"))
             for name, source in CONNECTION_FIELDS.items():
-                record[name] = connection[source]
+                record[name] = values.get(source, False)
 
     def _compute_microsoft_graph_vault_warning(self):
         self.microsoft_graph_vault_warning = not self._microsoft_graph_vault().has_config_secret
@@ -166,23 +166,30 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
         """
         vault = self._microsoft_graph_vault()
         resealed = unreadable = 0
-        sealed_fields = (
-            ("microsoft.outlook.graph.connection", "tokens_sealed", "token"),
-            ("microsoft.outlook.graph.subscription", "client_state_sealed", "client_state"),
+        Connection = self.env["microsoft.outlook.graph.connection"].sudo()
+        for connection in Connection.search([("tokens_sealed", "!=", False)]):
+            server = self.env[connection.res_model].browse(connection.res_id)
+            try:
+                sealed = vault.reseal(connection.tokens_sealed, "token")
+            except VaultError:
+                unreadable += 1
+                continue
+            # Connections are written on cursors of their own only (docs/architecture.md).
+            Connection._write_committed(server, {"tokens_sealed": sealed})
+            resealed += 1
+        subscriptions = (
+            self.env["microsoft.outlook.graph.subscription"]
+            .sudo()
+            .search([("client_state_sealed", "!=", False)])
         )
-        for model_name, field_name, purpose in sealed_fields:
-            records = (
-                self.env[model_name]
-                .sudo()
-                .with_context(active_test=False)
-                .search([(field_name, "!=", False)])
-            )
-            for record in records:
-                try:
-                    record[field_name] = vault.reseal(record[field_name], purpose)
-                    resealed += 1
-                except VaultError:
-                    unreadable += 1
+        for subscription in subscriptions:
+            try:
+                subscription.client_state_sealed = vault.reseal(
+                    subscription.client_state_sealed, "client_state"
+                )
+                resealed += 1
+            except VaultError:
+                unreadable += 1
         # Pending sign-ins live ten minutes: dropping them is simpler than resealing.
         self.env["microsoft.outlook.graph.flow"].sudo().search([]).unlink()
         Config = self.env["ir.config_parameter"].sudo()

@@ -59,7 +59,6 @@ class MailMail(models.Model):
     )
 
     @api.model
-    @api.model
     def process_email_queue(self, email_ids=(), batch_size=1000):
         # Mails waiting hours for the daily recipient limit are not due: the queue run leaves
         # them out (nor counts them as work left, which would re-run the cron at once), and

@@ -105,12 +105,8 @@ class MicrosoftOutlookGraphMailbox(models.Model):
                    cs.token_expires_at AS token_expires_at,
                    s.microsoft_graph_last_sent_at AS last_activity,
                    s.microsoft_graph_paused_until AS paused_until,
-                   (SELECT count(*) FROM mail_mail m
-                      JOIN mail_message msg ON msg.id = m.mail_message_id
-                     WHERE msg.mail_server_id = s.id AND m.state = 'exception') AS failed_count,
-                   (SELECT count(*) FROM mail_mail m
-                      JOIN mail_message msg ON msg.id = m.mail_message_id
-                     WHERE msg.mail_server_id = s.id AND m.state = 'outgoing') AS queued_count,
+                   COALESCE(q.failed, 0) AS failed_count,
+                   COALESCE(q.queued, 0) AS queued_count,
                    cs.last_error AS last_error,
                    (SELECT COALESCE(sum(l.recipient_count), 0)
                       FROM microsoft_outlook_graph_send_ledger l
@@ -125,6 +121,16 @@ class MicrosoftOutlookGraphMailbox(models.Model):
               FROM ir_mail_server s
               LEFT JOIN microsoft_outlook_graph_connection cs
                 ON cs.res_model = 'ir.mail_server' AND cs.res_id = s.id
+              -- Failed and queued mails of every server counted in one pass (mail_mail.state
+              -- has no index: a count per row scanned the table once per server).
+              LEFT JOIN (SELECT msg.mail_server_id AS server_id,
+                                count(*) FILTER (WHERE m.state = 'exception') AS failed,
+                                count(*) FILTER (WHERE m.state = 'outgoing') AS queued
+                           FROM mail_mail m
+                           JOIN mail_message msg ON msg.id = m.mail_message_id
+                          WHERE m.state IN ('exception', 'outgoing')
+                            AND msg.mail_server_id IS NOT NULL
+                          GROUP BY msg.mail_server_id) q ON q.server_id = s.id
              WHERE s.smtp_authentication = 'microsoft_graph'
             UNION ALL
             SELECT f.id * 2 + 1,

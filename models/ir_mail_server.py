@@ -1,7 +1,7 @@
 import contextlib
 import logging
 import smtplib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from odoo import api, fields, models
 from odoo.exceptions import UserError, ValidationError
@@ -705,11 +705,15 @@ class IrMailServer(models.Model):
             limits.messages_per_minute,
         )
         groups = {}
+        # Rounded up to the limits' minute: a whole minute, or its time-scaled length.
+        step = max(limits.minute, 1)
         for mail, _count, _external, blocked in waiting:
             slot = max(plan.time_of(mail.id) or blocked.retry_at, blocked.retry_at)
-            minute = slot.replace(second=0, microsecond=0)
+            seconds = slot.replace(tzinfo=UTC).timestamp()
+            rounded = -(-seconds // step) * step
+            minute = datetime.fromtimestamp(rounded, UTC).replace(tzinfo=None, microsecond=0)
             if minute < slot:
-                minute += timedelta(minutes=1)
+                minute += timedelta(seconds=1)
             groups.setdefault((minute, blocked.limit), []).append(mail.id)
         Mail = self.env["mail.mail"]
         for (minute, limit_name), mail_ids in groups.items():

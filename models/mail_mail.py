@@ -74,6 +74,26 @@ class MailMail(models.Model):
             email_ids=email_ids, batch_size=batch_size
         )
 
+    def send(self, auto_commit=False, raise_exception=False, post_send_callback=None):
+        # Transactional mail of every mailbox before any mass mail: mailboxes of one tenant
+        # share its external recipient limit, so a newsletter of one mailbox must not spend
+        # the budget an invoice of another one waits for.
+        if len(self) > 1 and not self.env.context.get("microsoft_graph_pass"):
+            bulk = self.filtered(lambda mail: mail._microsoft_graph_is_bulk())
+            if bulk and bulk != self:
+                for part in (self - bulk, bulk):
+                    super(MailMail, part.with_context(microsoft_graph_pass=True)).send(
+                        auto_commit=auto_commit,
+                        raise_exception=raise_exception,
+                        post_send_callback=post_send_callback,
+                    )
+                return True
+        return super().send(
+            auto_commit=auto_commit,
+            raise_exception=raise_exception,
+            post_send_callback=post_send_callback,
+        )
+
     def _split_by_mail_configuration(self):
         """Odoo's batches, the Graph mailboxes least recently served first: a queue run never
         spends its time on the same mailboxes while the others wait."""

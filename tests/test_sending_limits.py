@@ -428,6 +428,15 @@ class TestTenantLimit(SendingLimitsCase):
         self.assertEqual([mail.state for mail in admin_mails], ["sent"] * 3)
         self.assertEqual(len(self.sandbox.outbox()), 4)
 
+    def test_transactional_mail_of_any_mailbox_before_mass_mail_of_the_tenant(self):
+        self.tenant.external_limit = 2
+        self.alice_server.microsoft_graph_last_sent_at = self.now()
+        newsletters = [self.make_mail(bulk=True, mail_server_id=self.server.id) for _ in range(2)]
+        invoice = self.make_alice_mail("buyer@example.com")
+        self.run_queue()
+        self.assertEqual(invoice.state, "sent", invoice.failure_reason)
+        self.assertEqual(sorted(mail.state for mail in newsletters), ["outgoing", "sent"])
+
     def test_a_forged_tenant_report_changes_nothing(self):
         mail = self.make_mail()
         self.run_queue()

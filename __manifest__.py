@@ -24,6 +24,9 @@
         "data/microsoft_outlook_graph_poll_cron.xml",
     ],
     "assets": {
+        "web.assets_backend": [
+            "microsoft_outlook_graph/static/src/**/*",
+        ],
         "web.assets_tests": [
             "microsoft_outlook_graph/static/tests/tours/*.js",
         ],

@@ -13,3 +13,4 @@ from . import microsoft_outlook_graph_tenant
 from . import microsoft_outlook_graph_handover
 from . import microsoft_outlook_graph_mailbox
 from . import microsoft_outlook_graph_subscription
+from . import mail_notification

@@ -924,12 +924,14 @@ class IrMailServer(models.Model):
         ):
             # At most one write a minute: concurrent senders would queue on this row.
             self.microsoft_graph_last_sent_at = now
-        self.env["mail.mail"].sudo().search([("message_id", "=", message_id)]).write(
-            {
-                "microsoft_graph_message_id": sent.id,
-                "microsoft_graph_internet_message_id": sent.internet_message_id,
-            }
-        )
+        ids = {
+            "microsoft_graph_message_id": sent.id,
+            "microsoft_graph_internet_message_id": sent.internet_message_id,
+        }
+        mails = self.env["mail.mail"].sudo().search([("message_id", "=", message_id)])
+        mails.write(ids)
+        # Odoo deletes the mail once sent: its notifications keep the ids.
+        self.env["mail.notification"].sudo().search([("mail_mail_id", "in", mails.ids)]).write(ids)
         _logger.info(
             "[Graph API] mail %s sent through %s (%s requests): Microsoft id %s, "
             "internetMessageId %s",

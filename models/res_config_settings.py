@@ -227,6 +227,12 @@ class ResConfigSettings(models.TransientModel):
                         self.env._("Microsoft Graph custom endpoints: %s", exc)
                     ) from None
 
+    def action_microsoft_graph_open_health(self):
+        """The health list of every Graph mailbox, from Settings (no developer mode)."""
+        return self.env["ir.actions.act_window"]._for_xml_id(
+            "microsoft_outlook_graph.microsoft_outlook_graph_mailbox_action"
+        )
+
     # ------------------------------------------------------------------
     # The app's certificate (issue 16)
     # ------------------------------------------------------------------

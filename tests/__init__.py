@@ -14,3 +14,4 @@ from . import test_sending_limits
 from . import test_outlook_com
 from . import test_certificates
 from . import test_settings
+from . import test_audit

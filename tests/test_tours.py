@@ -319,8 +319,10 @@ class TestTours(GraphHttpCase):
         self.patch(
             type(self.env["ir.mail_server"]), "_disable_send", classmethod(lambda cls: False)
         )
-        # wide enough for every column of the list to show in the screenshot
-        self.browser_size = "1920x440"
+        # every column of the list fits a 1400 px screen
+        self.browser_size = "1400x440"
+        # the Outlook block of Settings shows once custom email servers are used
+        self.configure_outlook(external_email_server_default=True)
         outgoing = connect_without_browser(self, self.create_outgoing(name="Contoso administrator"))
         mail = self.env["mail.mail"].create(
             {
@@ -360,9 +362,7 @@ class TestTours(GraphHttpCase):
             )
         self.env.flush_all()
         with self.sandbox_browser(MicrosoftPerson(), screenshot="health_view.png") as person:
-            self.start_tour(
-                "/odoo/settings?debug=1", "microsoft_outlook_graph_health_view", login="admin"
-            )
+            self.start_tour("/odoo/settings", "microsoft_outlook_graph_health_view", login="admin")
         self.assertFalse(person.visits, "the health list never sends the browser to Microsoft")
         self.assertTrue(outgoing.microsoft_graph_last_sent_at)
         self.assertTrue(incoming.microsoft_graph_last_success)

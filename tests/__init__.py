@@ -15,3 +15,4 @@ from . import test_outlook_com
 from . import test_certificates
 from . import test_settings
 from . import test_audit
+from . import test_demo

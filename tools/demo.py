@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -10,6 +11,54 @@ import time
 from odoo_suite import REPO, VAR, addons_path, dropdb, ensure_addon_requirements, find_odoo
 
 FIXTURE = REPO / "sandbox" / "fixtures" / "demo.json"
+SETUP = REPO / "tools" / "demo_setup.py"
+
+
+def port_in_use(port, host="127.0.0.1"):
+    """Whether something already listens on host:port (a demo that runs, say)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def database_sessions(database):
+    """How many sessions PostgreSQL has open on database (0 when it does not exist)."""
+    # psql interpolates variables only in its input, not in -c: the name is quoted by it.
+    result = subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-d", "postgres", "-tA", "-v", f"db={database}"],
+        input="SELECT count(*) FROM pg_stat_activity WHERE datname = :'db';\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        return int(result.stdout.strip() or 0)
+    except ValueError:
+        return 0
+
+
+def refusal(database, ports, sessions=database_sessions):
+    """Why the demo must not start (it would drop a live database), or None."""
+    busy = [f"{name} port {port}" for name, port in ports if port_in_use(port)]
+    if busy:
+        verb = "is" if len(busy) == 1 else "are"
+        return (
+            f"Not starting: the {' and the '.join(busy)} {verb} already in use, most likely by "
+            "a demo that runs (stop it with Ctrl+C first), or choose others with "
+            "DEMO_HTTP_PORT and SANDBOX_PORT, and another DEMO_DB. Nothing was changed."
+        )
+    count = sessions(database)
+    if count:
+        return (
+            f"Not starting: the database {database} is in use ({count} open session(s)), most "
+            "likely by a demo that runs: the demo drops and re-creates it. Stop that Odoo "
+            "first, or choose another DEMO_DB. Nothing was changed."
+        )
+    return None
 
 
 def demo_fixture(base_url):
@@ -34,11 +83,15 @@ def main():
             "its Python, with Odoo's requirements installed, in ODOO_PY; and PostgreSQL."
         )
         return 2
-    ensure_addon_requirements(python)
-    VAR.mkdir(exist_ok=True)
     database = os.environ.get("DEMO_DB", "mog_demo")
     http_port = int(os.environ.get("DEMO_HTTP_PORT", "8069"))
     sandbox_port = int(os.environ.get("SANDBOX_PORT", "8443"))
+    problem = refusal(database, [("Odoo", http_port), ("sandbox", sandbox_port)])
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
+    ensure_addon_requirements(python)
+    VAR.mkdir(exist_ok=True)
     ca_file = VAR / "sandbox-ca.pem"
     base_url = f"http://localhost:{http_port}"
     ca_file.unlink(missing_ok=True)
@@ -100,8 +153,12 @@ def main():
                 "--log-level=warn",
                 "--no-http",
             ],
-            input=DEMO_SETUP.format(
-                sandbox_url=sandbox_url, ca_file=ca_file, fixture=fixture, base_url=base_url
+            input=DEMO_SHELL.format(
+                setup=SETUP,
+                sandbox_url=sandbox_url,
+                ca_file=ca_file,
+                fixture=fixture,
+                base_url=base_url,
             ),
             text=True,
             check=True,
@@ -113,9 +170,10 @@ def main():
             f"Microsoft:  {sandbox_url}  (a throw-away certificate: let the browser proceed, or "
             f"trust {ca_file}; no password, Accept signs in as the account typed there:"
             " admin@contoso.test or alice@contoso.test)\n"
-            "Try: Settings > General Settings > Emails > Outgoing Email Servers > New, "
-            "Authenticate with 'Outlook (Microsoft Graph)', username admin@contoso.test, Save, "
-            "then 'Connect your Outlook account'.\n"
+            "Try: Settings > General Settings > Emails > Outgoing Email Servers > "
+            "'Contoso administrator' > 'Connect your Outlook account' > Accept; then Incoming "
+            "Email Servers > 'Contoso administrator inbox' > Connect > Accept > 'Test & "
+            "Confirm' > 'Fetch Now' (the mailbox's mail becomes contacts).\n"
             "Stop with Ctrl+C.\n",
             flush=True,
         )
@@ -131,25 +189,21 @@ def main():
         sandbox.wait()
 
 
-DEMO_SETUP = """
+DEMO_SHELL = """
 import json
-app = json.load(open("{fixture}"))["tenants"][0]["apps"][0]
+namespace = {{}}
+exec(compile(open("{setup}").read(), "{setup}", "exec"), namespace)
 tenant = json.load(open("{fixture}"))["tenants"][0]
-settings = env["res.config.settings"].create({{
-    "microsoft_outlook_client_identifier": app["client_id"],
-    "microsoft_graph_client_secret": app["client_secret"],
-    "microsoft_graph_tenant": tenant.get("id") or tenant["domain"],
-    "microsoft_graph_cloud": "custom",
-    "microsoft_graph_authority_url": "{sandbox_url}",
-    "microsoft_graph_graph_url": "{sandbox_url}",
-    "microsoft_graph_ca_file": "{ca_file}",
-    # shows the Outlook block and the mail server links in General Settings
-    "external_email_server_default": True,
-}})
-settings.execute()
-env["ir.config_parameter"].set_param("web.base.url", "{base_url}")
-env["ir.config_parameter"].set_param("web.base.url.freeze", "True")
-env.user.email = "admin@contoso.test"
+app = tenant["apps"][0]
+namespace["setup"](
+    env,
+    client_id=app["client_id"],
+    client_secret=app["client_secret"],
+    tenant=tenant.get("id") or tenant["domain"],
+    sandbox_url="{sandbox_url}",
+    ca_file="{ca_file}",
+    base_url="{base_url}",
+)
 env.cr.commit()
 """
 

@@ -5,7 +5,7 @@ from odoo.tests import tagged
 from odoo.addons.mail.tools.discuss import Store
 from odoo.addons.microsoft_outlook_graph.sandbox import defaults
 
-from .common import GraphTransactionCase, connect_without_browser
+from .common import GraphHttpCase, GraphTransactionCase, connect_without_browser
 
 
 @tagged("post_install", "-at_install")
@@ -47,4 +47,30 @@ class TestSentMailIds(GraphTransactionCase):
         self.assertEqual(
             values["microsoft_graph_internet_message_id"],
             notification.microsoft_graph_internet_message_id,
+        )
+
+
+@tagged("post_install", "-at_install")
+class TestDeliveryPopover(GraphHttpCase):
+    def test_admin_sees_the_ids_in_the_delivery_popover(self):
+        self.patch(
+            type(self.env["ir.mail_server"]), "_disable_send", classmethod(lambda cls: False)
+        )
+        connect_without_browser(self, self.create_outgoing())
+        self.env.ref("base.user_admin").partner_id.email = defaults.ADMIN
+        customer = self.env["res.partner"].create(
+            {"name": "Customer", "email": "customer@example.com"}
+        )
+        message = customer.with_user(self.env.ref("base.user_admin")).message_post(
+            body="Your quotation is ready.",
+            partner_ids=customer.ids,
+            message_type="comment",
+            subtype_xmlid="mail.mt_comment",
+        )
+        self.assertTrue(message.notification_ids.microsoft_graph_internet_message_id)
+        self.env.flush_all()
+        self.start_tour(
+            f"/odoo/res.partner/{customer.id}",
+            "microsoft_outlook_graph_delivery_popover",
+            login="admin",
         )

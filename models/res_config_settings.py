@@ -391,12 +391,29 @@ class ResConfigSettings(models.TransientModel):
         )
         return self._microsoft_graph_notify(message, "success")
 
+    def action_microsoft_graph_save_and_test(self):
+        """ "Save and test": store what was typed (checked), then prove the app at
+        Microsoft at once, so that a wrong client id or secret is said before anyone
+        signs in."""
+        self._microsoft_graph_check_admin()
+        self.execute()
+        return self.action_microsoft_graph_test_credential()
+
     def _microsoft_graph_test_secret(self, mixin):
         try:
             mixin._microsoft_graph_auth(use_secret=True).prove_credential()
         except GraphError as exc:
             return self._microsoft_graph_notify(
-                self.env._("Microsoft refused the client secret: %s", str(exc)), "danger", True
+                self.env._(
+                    "Microsoft refused the client id or the client secret: %(reason)s Check, "
+                    "in the Azure portal, App registrations > your app > Overview > "
+                    "Application (client) ID against ID here, and Certificates & secrets > "
+                    "Client secrets: paste the Value (not the Secret ID) of a secret that has "
+                    "not expired in Client Secret (sealed).",
+                    reason=str(exc),
+                ),
+                "danger",
+                True,
             )
         return self._microsoft_graph_notify(
             self.env._("The client secret is accepted by Microsoft."), "success"

@@ -177,3 +177,41 @@ class TestServerWords(GraphTransactionCase):
         self.assertIn("35", action["params"]["message"])
         self.assertIn("Exchange Online", action["params"]["message"])
         self.assertNotIn("Connection Test Successful", action["params"]["title"])
+
+
+@tagged("post_install", "-at_install")
+class TestSaveAndTestCredential(GraphTransactionCase):
+    """The client id and secret are proved at Microsoft before anyone signs in."""
+
+    def press(self, **values):
+        settings = self.env["res.config.settings"].create(
+            {
+                "microsoft_outlook_client_identifier": defaults.CLIENT_ID,
+                "microsoft_graph_tenant": defaults.TENANT_ID,
+                "microsoft_graph_cloud": "custom",
+                "microsoft_graph_authority_url": self.sandbox.base_url,
+                "microsoft_graph_graph_url": self.sandbox.base_url,
+                "microsoft_graph_ca_file": self.sandbox.ca_file,
+                **values,
+            }
+        )
+        return settings.action_microsoft_graph_save_and_test()["params"]
+
+    def test_good_secret_is_accepted(self):
+        params = self.press(microsoft_graph_client_secret=defaults.CLIENT_SECRET)
+        self.assertEqual(params["type"], "success", params["message"])
+
+    def test_wrong_secret_is_said_before_sign_in(self):
+        with mute_logger("odoo.addons.microsoft_outlook_graph"):
+            params = self.press(microsoft_graph_client_secret="not-the-secret")
+        self.assertEqual(params["type"], "danger")
+        self.assertIn("client secret", params["message"])
+        self.assertIn("Certificates & secrets", params["message"])
+
+    def test_wrong_client_id_is_said(self):
+        with mute_logger("odoo.addons.microsoft_outlook_graph"):
+            params = self.press(
+                microsoft_outlook_client_identifier="00000000-0000-0000-0000-000000000000",
+                microsoft_graph_client_secret=defaults.CLIENT_SECRET,
+            )
+        self.assertEqual(params["type"], "danger")

@@ -167,7 +167,7 @@ class FetchmailServer(models.Model):
         graph_servers = self.filtered(lambda server: server.server_type == GRAPH)
         graph_servers.server_type_info = self.env._(
             "Mail is read through Microsoft Graph with the Outlook account you connect. "
-            "The username is the mailbox address, personal or shared."
+            "Enter the Mailbox Address below (personal or shared), save, then connect."
         )
         return super(FetchmailServer, self - graph_servers)._compute_server_type_info()
 

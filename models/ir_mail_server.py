@@ -279,7 +279,8 @@ class IrMailServer(models.Model):
         graph_servers = self.filtered(lambda server: server.smtp_authentication == GRAPH)
         graph_servers.smtp_authentication_info = self.env._(
             "Mail leaves through Microsoft Graph with the Outlook account you connect: no SMTP "
-            "host, port or password. The username is the mailbox address, personal or shared."
+            "host, port or password. Enter the Mailbox Address below (personal or shared), "
+            "save, then connect."
         )
         return super(IrMailServer, self - graph_servers)._compute_smtp_authentication_info()
 

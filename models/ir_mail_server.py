@@ -231,16 +231,21 @@ class IrMailServer(models.Model):
         shared = (
             Ledger._tenant_budget(tenant.tenant_id, shared_limits, now)._entries if tenant else ()
         )
-        waiting = (
-            self.env["mail.mail"]
-            .search(
-                [
-                    ("state", "=", "outgoing"),
-                    ("microsoft_graph_budget_server_id", "in", servers.ids),
-                ]
-            )
-            ._microsoft_graph_queue_order()
+        # Only the columns the forecast needs: a mail.mail record prefetches its message's
+        # body and every other column, which for 10,000 waiting mails took most of a second.
+        Mail = self.env["mail.mail"]
+        columns = ["email_to", "email_cc", "headers", "recipient_ids"]
+        columns += ["microsoft_graph_budget_server_id"]
+        columns += ["mailing_id"] if "mailing_id" in Mail._fields else []
+        waiting = Mail.search_fetch(
+            [
+                ("state", "=", "outgoing"),
+                ("microsoft_graph_budget_server_id", "in", servers.ids),
+            ],
+            columns,
         )
+        waiting.recipient_ids.fetch(["email"])
+        waiting = waiting._microsoft_graph_queue_order()
         domains = tenant._accepted_domains() if tenant else frozenset()
         queue = [
             (

@@ -70,8 +70,21 @@ class MailMail(models.Model):
             ("microsoft_graph_retry_at", "<=", now),
         ]
         filters = [*self.env.context.get("filters", []), *not_waiting]
-        return super(MailMail, self.with_context(filters=filters)).process_email_queue(
-            email_ids=email_ids, batch_size=batch_size
+        if email_ids:
+            return super(MailMail, self.with_context(filters=filters)).process_email_queue(
+                email_ids=email_ids, batch_size=batch_size
+            )
+        # Transactional mail of the whole queue first, then mass mail, each mail once: Odoo
+        # takes at most batch_size mails per run, and a password reset must not wait behind
+        # a newsletter of thousands.
+        mass = [("headers", "ilike", "precedence")]
+        if "mailing_id" in self._fields:
+            mass = ["|", ("mailing_id", "!=", False), *mass]
+        super(MailMail, self.with_context(filters=[*filters, "!", *mass])).process_email_queue(
+            batch_size=batch_size
+        )
+        return super(MailMail, self.with_context(filters=[*filters, *mass])).process_email_queue(
+            batch_size=batch_size
         )
 
     def send(self, auto_commit=False, raise_exception=False, post_send_callback=None):

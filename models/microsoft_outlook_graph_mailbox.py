@@ -4,6 +4,8 @@ from datetime import timedelta
 from odoo import api, fields, models, tools
 from odoo.tools import SQL
 
+from ..services.vault import VaultError
+
 NOTIFIED_PARAM = "microsoft_outlook_graph.notified_problems"
 SECRET_WARNING_DAYS = 30
 STUCK_AFTER = timedelta(hours=1)
@@ -84,9 +86,23 @@ class MicrosoftOutlookGraphMailbox(models.Model):
     )
 
     def _compute_status(self):
+        # The servers' own status, with one vault for the whole list instead of one per row
+        # (each derives its keys): the list of 500 mailboxes answers at once.
+        vault = self.env["microsoft.outlook.graph.mixin"]._microsoft_graph_vault()
         for row in self:
-            server = row.mail_server_id or row.fetchmail_server_id
-            row.status = server.microsoft_graph_status if server else "not_connected"
+            server = (row.mail_server_id or row.fetchmail_server_id).sudo()
+            sealed = server.microsoft_graph_tokens_sealed if server else False
+            if not sealed:
+                row.status = "not_connected"
+            elif server.microsoft_graph_needs_reconnect:
+                row.status = "reconnect"
+            else:
+                try:
+                    vault.open(sealed, "token")
+                except VaultError:
+                    row.status = "reconnect"
+                else:
+                    row.status = "valid"
 
     @api.model
     def _table_query_sql(self):

@@ -65,6 +65,23 @@ class SendingLimitsCase(GraphTransactionCase):
         with mute_logger(*MAIL_LOGGERS):
             self.env["mail.mail"].process_email_queue()
 
+    def connect_reports_mailbox(self):
+        """The sending mailbox's own Graph incoming server, where Exchange's reports land."""
+        incoming = connect_without_browser(
+            self,
+            self.create_incoming(object_id=self.env["ir.model"]._get("res.partner").id),
+        )
+        incoming.state = "done"
+        return incoming
+
+    def fetch_through_graph(self, incoming):
+        """One import of the incoming server, in a transaction of its own as the cron runs it."""
+        self.env.flush_all()
+        with mute_logger(*MAIL_LOGGERS), self.registry.cursor() as cr:
+            env = api.Environment(cr, self.env.uid, {})
+            self.assertIsNone(incoming.with_env(env)._fetch_mail())
+        self.env.invalidate_all()
+
     def advance_to(self, moment):
         seconds = (moment - self.now()).total_seconds()
         if seconds > 0:
@@ -223,22 +240,14 @@ class TestSendingLimits(SendingLimitsCase):
     def test_quota_report_puts_the_mail_back_before_bounce_handling(self):
         """The report reaches Odoo through the mailbox's Graph incoming server."""
         self.sandbox.configure_sending_limits(recipients_per_day=2, refusal="ndr")
-        incoming = connect_without_browser(
-            self,
-            self.create_incoming(object_id=self.env["ir.model"]._get("res.partner").id),
-        )
-        incoming.state = "done"
+        incoming = self.connect_reports_mailbox()
         partner = self.env["res.partner"].create({"name": "C", "email": "customer@example.com"})
         mails = [self.make_mail() for _ in range(3)]
         self.run_queue()
         self.assertEqual([mail.state for mail in mails], ["sent"] * 3)  # accepted, then...
         [report] = self.sandbox.messages(defaults.ADMIN)
         self.assertIn(b"SubmissionQuotaExceeded", report.raw)
-        self.env.flush_all()
-        with mute_logger(*MAIL_LOGGERS), self.registry.cursor() as cr:
-            env = api.Environment(cr, self.env.uid, {})
-            self.assertIsNone(incoming.with_env(env)._fetch_mail())
-        self.env.invalidate_all()
+        self.fetch_through_graph(incoming)
         self.assertEqual(mails[2].state, "outgoing")
         self.assertIn("Exchange refused this mail", mails[2].failure_reason)
         self.assertFalse(self.Ledger.search([("message_id", "=", mails[2].message_id)]))
@@ -251,11 +260,7 @@ class TestSendingLimits(SendingLimitsCase):
         """Whoever received a mail knows its Message-ID and can write Exchange's report,
         headers included: through Odoo's mail gateway, or into the mailbox from outside
         (Exchange's header firewall strips its organization headers), it changes nothing."""
-        incoming = connect_without_browser(
-            self,
-            self.create_incoming(object_id=self.env["ir.model"]._get("res.partner").id),
-        )
-        incoming.state = "done"
+        incoming = self.connect_reports_mailbox()
         mail = self.make_mail()
         self.run_queue()
         self.assertEqual(mail.state, "sent")
@@ -266,11 +271,8 @@ class TestSendingLimits(SendingLimitsCase):
         with mute_logger(*MAIL_LOGGERS, LEDGER_LOGGER):
             self.env["mail.thread"].message_process("res.partner", forged)
         self.sandbox.deliver(defaults.ADMIN, forged)
-        self.env.flush_all()
-        with mute_logger(*MAIL_LOGGERS, LEDGER_LOGGER), self.registry.cursor() as cr:
-            env = api.Environment(cr, self.env.uid, {})
-            self.assertIsNone(incoming.with_env(env)._fetch_mail())
-        self.env.invalidate_all()
+        with mute_logger(LEDGER_LOGGER):
+            self.fetch_through_graph(incoming)
         self.assertEqual(mail.state, "sent")
         self.assertFalse(self.server.microsoft_graph_paused_until)
         self.assertTrue(self.Ledger.search([("message_id", "=", mail.message_id)]))
@@ -385,21 +387,13 @@ class TestTenantLimit(SendingLimitsCase):
         """Outlook sent external mail Odoo cannot count: Exchange's 5.7.233 report, read
         through the mailbox's Graph incoming server, is believed as the recipient-rate one."""
         self.sandbox.configure_tenant_limit(defaults.TENANT_DOMAIN, external_recipients_per_day=2)
-        incoming = connect_without_browser(
-            self,
-            self.create_incoming(object_id=self.env["ir.model"]._get("res.partner").id),
-        )
-        incoming.state = "done"
+        incoming = self.connect_reports_mailbox()
         mails = [self.make_mail() for _ in range(3)]
         self.run_queue()
         self.assertEqual([mail.state for mail in mails], ["sent"] * 3)
         [report] = self.sandbox.messages(defaults.ADMIN)
         self.assertIn(b"5.7.233", report.raw)
-        self.env.flush_all()
-        with mute_logger(*MAIL_LOGGERS), self.registry.cursor() as cr:
-            env = api.Environment(cr, self.env.uid, {})
-            self.assertIsNone(incoming.with_env(env)._fetch_mail())
-        self.env.invalidate_all()
+        self.fetch_through_graph(incoming)
         self.assertEqual(mails[2].state, "outgoing")
         self.assertIn("tenant's daily limit of external recipients", mails[2].failure_reason)
         self.assertTrue(self.tenant.paused_until)

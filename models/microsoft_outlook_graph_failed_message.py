@@ -14,6 +14,9 @@ _logger = logging.getLogger(__name__)
 
 # Error texts are shown in lists and forms: Odoo's routing errors can be long.
 ERROR_MAX_CHARS = 4000
+# Imported or discarded messages (and their MIME) are kept this long for an admin to look
+# back at, then pruned; messages still not imported stay until someone acts on them.
+KEEP_CLOSED = datetime.timedelta(days=30)
 
 
 class MicrosoftOutlookGraphFailedMessage(models.Model):
@@ -63,6 +66,15 @@ class MicrosoftOutlookGraphFailedMessage(models.Model):
         "UNIQUE(server_id, graph_id)",
         "A message is kept once per incoming server.",
     )
+
+    @api.autovacuum
+    def _gc_closed_messages(self):
+        self.sudo().search(
+            [
+                ("state", "in", ("done", "discarded")),
+                ("write_date", "<", fields.Datetime.now() - KEEP_CLOSED),
+            ]
+        ).unlink()
 
     def _compute_raw_filename(self):
         for record in self:

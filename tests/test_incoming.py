@@ -353,6 +353,21 @@ class TestIncoming(GraphTransactionCase):
         self.assertEqual(self.server.microsoft_graph_imported_count, 2)
         action = self.server.action_microsoft_graph_failed_messages()
         self.assertEqual(action["domain"], [("server_id", "=", self.server.id)])
+        # Closed ones are pruned after 30 days; one still failing is kept.
+        self.env.flush_all()
+        self.env.cr.execute(
+            "UPDATE microsoft_outlook_graph_failed_message "
+            "SET write_date = now() - interval '31 days' WHERE id IN %s",
+            [tuple(kept.ids)],
+        )
+        still_failed = self.env["microsoft.outlook.graph.failed.message"].create(
+            {"server_id": self.server.id, "graph_id": "kept-for-an-admin", "state": "failed"}
+        )
+        self.env.flush_all()
+        kept.invalidate_recordset()
+        self.env["microsoft.outlook.graph.failed.message"]._gc_closed_messages()
+        self.assertFalse(kept.exists())
+        self.assertTrue(still_failed.exists())
 
     def test_message_graph_cannot_give_is_kept_and_refetched_on_retry(self):
         graph_id, message_id = self.deliver("Unreadable for now")

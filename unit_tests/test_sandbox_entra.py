@@ -63,6 +63,19 @@ def refresh_post(sandbox, session, refresh_token, **form):
     )
 
 
+def redeem_post(sandbox, session, flow, answer, **form):
+    """The code of answer redeemed by hand, with the flow's PKCE verifier, as MSAL would."""
+    return token_post(
+        sandbox,
+        session,
+        grant_type="authorization_code",
+        code=answer.params["code"],
+        redirect_uri=REDIRECT_URI,
+        code_verifier=flow["code_verifier"],
+        **form,
+    )
+
+
 def start_flow(sandbox, app, scopes=("Mail.Read", "User.Read"), login=ADMIN, **options):
     flow = app.initiate_auth_code_flow(
         list(scopes), redirect_uri=options.pop("redirect_uri", REDIRECT_URI), **options
@@ -286,14 +299,7 @@ def test_code_is_single_use_54005(sandbox, graph_session, make_msal_app):
     app = make_msal_app()
     flow, answer = start_flow(sandbox, app)
     assert "access_token" in app.acquire_token_by_auth_code_flow(flow, answer.params)
-    again = token_post(
-        sandbox,
-        graph_session,
-        grant_type="authorization_code",
-        code=answer.params["code"],
-        redirect_uri=REDIRECT_URI,
-        code_verifier=flow["code_verifier"],
-    )
+    again = redeem_post(sandbox, graph_session, flow, answer)
     assert again.status_code == 400
     assert_entra_error(again.json(), 54005, "invalid_grant")
     # MSAL hands the same error back as a dict.
@@ -564,26 +570,18 @@ def test_scopes_of_two_resources_are_refused_700022(sandbox, graph_session, make
     assert "AADSTS700022" in answer.params["error_description"]
     # At code redemption too: the code was for Graph, the redemption names two resources.
     flow, answer = start_flow(sandbox, make_msal_app())
-    redeemed = token_post(
+    redeemed = redeem_post(
         sandbox,
         graph_session,
-        grant_type="authorization_code",
-        code=answer.params["code"],
-        redirect_uri=REDIRECT_URI,
-        code_verifier=flow["code_verifier"],
+        flow,
+        answer,
         scope=f"Mail.Read {OUTLOOK_IMAP} offline_access openid profile",
     )
     assert redeemed.status_code == 400
     assert_entra_error(redeemed.json(), 700022, "invalid_scope")
     # The code was not spent by the refusal; a well-formed redemption still works.
-    good = token_post(
-        sandbox,
-        graph_session,
-        grant_type="authorization_code",
-        code=answer.params["code"],
-        redirect_uri=REDIRECT_URI,
-        code_verifier=flow["code_verifier"],
-        scope="Mail.Read offline_access openid profile",
+    good = redeem_post(
+        sandbox, graph_session, flow, answer, scope="Mail.Read offline_access openid profile"
     )
     assert good.status_code == 200, good.text
     refreshed = refresh_post(

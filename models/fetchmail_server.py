@@ -13,10 +13,10 @@ from odoo.addons.mail.models.fetchmail import MAIL_SERVER_DEACTIVATE_TIME, MAIL_
 from ..services.errors import GraphAuthError, GraphError
 from ..services.sync import RESYNC_MARGIN, DeltaSync, DeltaTokenExpired, MessageTooLarge
 from .mail_thread import GRAPH_IMPORT_SOURCE, GraphImportSource
+from .microsoft_outlook_graph_mixin import GRAPH
 
 _logger = logging.getLogger(__name__)
 
-GRAPH = "microsoft_graph"
 GATEWAY_CRON = "mail.ir_cron_mail_gateway_action"
 # Graph's well-known folder names: used as they are, never looked up.
 WELL_KNOWN_FOLDERS = frozenset(

@@ -24,10 +24,10 @@ from ..services.sending_limits import (
     is_quota_refusal,
 )
 from ..services.sent_items import find_sent_copy, message_recipients
+from .microsoft_outlook_graph_mixin import GRAPH
 
 _logger = logging.getLogger(__name__)
 
-GRAPH = "microsoft_graph"
 # Namespace of the advisory locks that let one worker at a time send a server's queue.
 SEND_LOCK = 0x4D534753
 # How long a throttled or unreachable mailbox rests when Microsoft names no delay.

@@ -15,6 +15,8 @@ from ..services.vault import Vault, VaultError, config_secrets_from
 
 _logger = logging.getLogger(__name__)
 
+# The server type (smtp_authentication, server_type) of every Graph server.
+GRAPH = "microsoft_graph"
 CONFIG_PREFIX = "microsoft_outlook_graph."
 CONFIG_SECRET_OPTION = "microsoft_outlook_graph_vault_secret"  # noqa: S105 - an option name
 REDIRECT_PATH = "/microsoft_outlook/confirm"

@@ -12,10 +12,10 @@ from ..services.sending_limits import (
     quota_ndr_limit,
 )
 from .committed_cursor import committed_cursor
+from .microsoft_outlook_graph_mixin import GRAPH
 
 _logger = logging.getLogger(__name__)
 
-GRAPH = "microsoft_graph"
 # Namespace of the advisory locks that serialize the budget of one account.
 LEDGER_LOCK = 0x4D534C47
 # Namespace of the advisory locks that serialize the external recipient budget of one tenant.

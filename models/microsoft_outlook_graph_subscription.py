@@ -27,10 +27,10 @@ from ..services.subscriptions import (
     subscribable,
 )
 from ..services.vault import PURPOSE_CLIENT_STATE, VaultError
+from .microsoft_outlook_graph_mixin import GRAPH
 
 _logger = logging.getLogger(__name__)
 
-GRAPH = "microsoft_graph"
 GATEWAY_CRON = "mail.ir_cron_mail_gateway_action"
 SUBSCRIPTION_CRON = "microsoft_outlook_graph.ir_cron_microsoft_graph_subscriptions"
 # Fetches the Graph servers Microsoft does not notify (shared mailboxes, no public URL),

@@ -15,7 +15,6 @@ from ..services.sending_limits import (
 
 _logger = logging.getLogger(__name__)
 
-GRAPH = "microsoft_graph"
 TIME_SCALE_PARAM = "microsoft_outlook_graph.sending_limits_time_scale"
 # After Exchange refused external mail for the tenant's limit that the ledger allowed (mail sent
 # outside Odoo), the tenant's external mail waits this long, doubling up to the cap.

@@ -1,6 +1,6 @@
 from odoo import api, fields, models
 
-GRAPH = "microsoft_graph"
+from .microsoft_outlook_graph_mixin import GRAPH
 
 
 class ResUsers(models.Model):

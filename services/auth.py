@@ -10,6 +10,7 @@ Storing, sealing and locking tokens is the caller's business.
 """
 
 import dataclasses
+import re
 import time
 import warnings
 
@@ -120,6 +121,65 @@ def scopes_for(direction, shared, endpoints=None):
         raise ValueError(f"Unknown mail direction: {direction!r}.")
     names = (*_SCOPES[direction][1 if shared else 0], "User.Read")
     return [endpoints.scope(name) if endpoints else name for name in names]
+
+
+# Where an authority publishes its OpenID metadata (relative to the tenant's authority).
+OPENID_CONFIGURATION_PATH = "v2.0/.well-known/openid-configuration"
+_ISSUER_TENANT = re.compile(
+    r"/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/v2\.0/?$", re.I
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class AuthorityMetadata:
+    """What a tenant's OpenID metadata says: where tokens are asked for, and the
+    directory (tenant) id behind a domain (None for common and organizations)."""
+
+    token_endpoint: str
+    issuer: str
+    tenant_id: str | None
+
+
+def openid_configuration_url(endpoints, tenant):
+    return f"{endpoints.authority(tenant)}/{OPENID_CONFIGURATION_PATH}"
+
+
+def parse_openid_configuration(status, body):
+    """The :class:`AuthorityMetadata` of a metadata answer; raises :class:`GraphError`
+    (Entra's own error for an unknown tenant, AADSTS90002) when it is not one."""
+    if isinstance(body, dict) and body.get("error"):
+        raise error_from_token_response(status, body)
+    if status != 200 or not isinstance(body, dict):
+        raise GraphConfigError(
+            "No Microsoft sign-in metadata at this address: check the Microsoft cloud (or "
+            "the custom authority URL) and the tenant.",
+            status=status,
+            code="openid-configuration",
+        )
+    token_endpoint, issuer = body.get("token_endpoint"), body.get("issuer")
+    if not (isinstance(token_endpoint, str) and isinstance(issuer, str)):
+        raise GraphConfigError(
+            "The sign-in metadata at this address names no token endpoint: the authority "
+            "URL is not a Microsoft Entra ID one.",
+            status=status,
+            code="openid-configuration",
+        )
+    match = _ISSUER_TENANT.search(issuer)
+    return AuthorityMetadata(token_endpoint, issuer, match.group(1).lower() if match else None)
+
+
+def check_authority(endpoints, tenant, session, timeout=TIMEOUT):
+    """Fetch the tenant's OpenID metadata from the authority: proves that the cloud (or
+    custom authority) answers and knows the tenant, before any credential is sent."""
+    try:
+        response = session.get(openid_configuration_url(endpoints, tenant), timeout=timeout)
+    except requests.RequestException as exc:
+        raise error_from_exception(exc) from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    return parse_openid_configuration(response.status_code, body)
 
 
 def _scope_name(scope):

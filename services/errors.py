@@ -9,6 +9,13 @@ Each error says what an admin should do next through its class:
 
 Messages are built from a fixed catalogue plus Microsoft's one-line
 description, scrubbed; no token, code, secret or request body ever reaches them.
+
+Every sentence an admin reads is written as ``_lt("...")``: Odoo's .pot export
+collects that keyword from every Python file of the addon, while here it returns
+the English sentence unchanged. An error keeps its sentence as a template with its
+``params`` apart, so that the Odoo side translates the template in the user's
+language first and fills in the values after (``models/graph_error_text.py``);
+``str(error)`` and ``user_message`` stay English for logs and these tests.
 """
 
 import email.utils
@@ -23,15 +30,37 @@ import requests
 DETAIL_MAX_CHARS = 300
 
 
+def _lt(sentence):
+    """Mark ``sentence`` for Odoo's translation export; it is returned unchanged."""
+    return sentence
+
+
+def _untranslated(sentence):
+    return sentence
+
+
+def _fill(translate, template, params):
+    """``template`` translated, then its placeholders filled in from ``params``."""
+    sentence = translate(template)
+    if not params:
+        return sentence
+    try:
+        return sentence % params
+    except (KeyError, TypeError, ValueError):
+        # A translation that lost a placeholder must not hide the error itself.
+        return template % params
+
+
 class GraphError(Exception):
     """A failure talking to Microsoft Entra ID or Microsoft Graph."""
 
-    default_message = "Microsoft 365 refused the request."
+    default_message = _lt("Microsoft 365 refused the request.")
 
     def __init__(
         self,
         user_message=None,
         *,
+        params=None,
         status=None,
         code=None,
         request_id=None,
@@ -39,7 +68,9 @@ class GraphError(Exception):
         detail=None,
         location=None,
     ):
-        self.user_message = user_message or self.default_message
+        # A template when ``params`` are given: translated before they are filled in.
+        self.template = user_message or self.default_message
+        self.params = dict(params or {})
         self.status = status
         self.code = code
         self.request_id = request_id
@@ -48,6 +79,24 @@ class GraphError(Exception):
         # Graph's 410 on a stale delta token may point at a fresh delta URL.
         self.location = location
         super().__init__(self.user_message)
+
+    def message(self, translate=_untranslated):
+        """The sentence for an admin, through ``translate`` (English by default)."""
+        return _fill(translate, self.template, self.params)
+
+    @property
+    def user_message(self):
+        return self.message()
+
+    def describe(self, translate=_untranslated):
+        """The sentence, what Microsoft support asks for, and Microsoft's own words."""
+        text = self.message(translate)
+        if self.reference:
+            text += f" [{self.reference}]"
+        if self.detail:
+            says = _fill(translate, _lt("Microsoft says: %(detail)s"), {"detail": self.detail})
+            text += " " + says
+        return text
 
     @property
     def reference(self):
@@ -63,39 +112,34 @@ class GraphError(Exception):
         return ", ".join(parts)
 
     def __str__(self):
-        text = self.user_message
-        if self.reference:
-            text += f" [{self.reference}]"
-        if self.detail:
-            text += f" Microsoft says: {self.detail}"
-        return text
+        return self.describe()
 
     def __repr__(self):
         return f"{type(self).__name__}({self.reference or self.user_message!r})"
 
 
 class GraphAuthError(GraphError):
-    default_message = (
+    default_message = _lt(
         "Microsoft no longer accepts this connection: connect the Outlook account again."
     )
 
 
 class GraphConfigError(GraphError):
-    default_message = (
+    default_message = _lt(
         "Microsoft rejected the Azure app settings: check the client id, secret, "
         "tenant and redirect URI in Settings against the Azure app registration."
     )
 
 
 class GraphTransientError(GraphError):
-    default_message = "Microsoft 365 is busy or unreachable: the request will be tried again later."
+    default_message = _lt(
+        "Microsoft 365 is busy or unreachable: the request will be tried again later."
+    )
 
 
 class GraphPermanentError(GraphError):
-    default_message = "Microsoft 365 refused the request; trying again will not help."
+    default_message = _lt("Microsoft 365 refused the request; trying again will not help.")
 
-
-_RECONNECT = "Connect the Outlook account again."
 
 # Microsoft error (AADSTS number or Graph code, compared lower-cased) ->
 # (error class, what happened and what to do, for an admin).
@@ -103,237 +147,295 @@ CATALOGUE = {
     # Entra ID: the grant is gone, only a new sign-in helps.
     "700082": (
         GraphAuthError,
-        "The sign-in expired because the connection was not used for too long. " + _RECONNECT,
+        _lt(
+            "The sign-in expired because the connection was not used for too long. Connect the "
+            "Outlook account again."
+        ),
     ),
     "50173": (
         GraphAuthError,
-        "The sign-in was revoked, usually by a password change. " + _RECONNECT,
+        _lt(
+            "The sign-in was revoked, usually by a password change. Connect the Outlook account "
+            "again."
+        ),
     ),
-    "70008": (GraphAuthError, "The sign-in has expired or was revoked. " + _RECONNECT),
+    "70008": (
+        GraphAuthError,
+        _lt("The sign-in has expired or was revoked. Connect the Outlook account again."),
+    ),
     "70000": (
         GraphAuthError,
-        "Microsoft rejected the stored sign-in (revoked or invalid). " + _RECONNECT,
+        _lt(
+            "Microsoft rejected the stored sign-in (revoked or invalid). Connect the Outlook "
+            "account again."
+        ),
     ),
     "9002313": (
         GraphAuthError,
-        "Microsoft rejected the stored sign-in as malformed. " + _RECONNECT,
+        _lt(
+            "Microsoft rejected the stored sign-in as malformed. Connect the Outlook account again."
+        ),
     ),
     "54005": (
         GraphAuthError,
-        "This sign-in was already used. Start the connection again from Odoo.",
+        _lt("This sign-in was already used. Start the connection again from Odoo."),
     ),
     "501481": (
         GraphAuthError,
-        "The sign-in could not be verified (PKCE mismatch). Start the connection again from Odoo.",
+        _lt(
+            "The sign-in could not be verified (PKCE mismatch). Start the connection again from "
+            "Odoo."
+        ),
     ),
     "65004": (
         GraphAuthError,
-        "The permissions were declined at Microsoft. "
-        "Connect again and accept the requested permissions.",
+        _lt(
+            "The permissions were declined at Microsoft. Connect again and accept the requested "
+            "permissions."
+        ),
     ),
     "50076": (
         GraphAuthError,
-        "Microsoft requires multi-factor authentication for this account. " + _RECONNECT,
+        _lt(
+            "Microsoft requires multi-factor authentication for this account. Connect the Outlook "
+            "account again."
+        ),
     ),
     "50079": (
         GraphAuthError,
-        "Microsoft requires this account to register for multi-factor authentication. "
-        "Complete the registration, then connect the Outlook account again.",
+        _lt(
+            "Microsoft requires this account to register for multi-factor authentication. Complete "
+            "the registration, then connect the Outlook account again."
+        ),
     ),
     "53003": (
         GraphAuthError,
-        "A Conditional Access policy of the tenant blocked the sign-in. Ask the Azure "
-        "administrator to allow it, then connect the Outlook account again.",
+        _lt(
+            "A Conditional Access policy of the tenant blocked the sign-in. Ask the Azure "
+            "administrator to allow it, then connect the Outlook account again."
+        ),
     ),
     "50126": (
         GraphAuthError,
-        "The username or password is wrong. Connect again with the right credentials.",
+        _lt("The username or password is wrong. Connect again with the right credentials."),
     ),
     "50020": (
         GraphAuthError,
-        "The account belongs to another tenant than the one configured. Connect with an "
-        "account of the configured tenant, or change the tenant in Settings.",
+        _lt(
+            "The account belongs to another tenant than the one configured. Connect with an "
+            "account of the configured tenant, or change the tenant in Settings."
+        ),
     ),
     "90072": (
         GraphAuthError,
-        "The account does not exist in the configured tenant. Connect with an account "
-        "of that tenant, or add it there as a guest.",
+        _lt(
+            "The account does not exist in the configured tenant. Connect with an account of that "
+            "tenant, or add it there as a guest."
+        ),
     ),
     "50034": (
         GraphAuthError,
-        "The account does not exist in the directory. Connect with another account.",
+        _lt("The account does not exist in the directory. Connect with another account."),
     ),
     "50057": (
         GraphAuthError,
-        "The account is disabled in Microsoft Entra ID. Enable it, then connect again.",
+        _lt("The account is disabled in Microsoft Entra ID. Enable it, then connect again."),
     ),
     "50055": (
         GraphAuthError,
-        "The account's password has expired. Change it, then connect the Outlook account again.",
+        _lt(
+            "The account's password has expired. Change it, then connect the Outlook account again."
+        ),
     ),
     # Entra ID: the Azure app registration does not match Settings.
     "7000215": (
         GraphConfigError,
-        "The client secret is wrong. Copy the secret's Value (not its ID) from the "
-        "Azure app registration into Settings.",
+        _lt(
+            "The client secret is wrong. Copy the secret's Value (not its ID) from the Azure app "
+            "registration into Settings."
+        ),
     ),
     "7000222": (
         GraphConfigError,
-        "The client secret has expired. Create a new secret in the Azure app "
-        "registration and enter it in Settings.",
+        _lt(
+            "The client secret has expired. Create a new secret in the Azure app registration and "
+            "enter it in Settings."
+        ),
     ),
     "7000218": (
         GraphConfigError,
-        "No client secret was sent. Enter the client secret in Settings.",
+        _lt("No client secret was sent. Enter the client secret in Settings."),
     ),
     "50011": (
         GraphConfigError,
-        "The redirect URI is not registered in the Azure app. Add this Odoo's "
-        "/microsoft_outlook/confirm URL as a Web redirect URI.",
+        _lt(
+            "The redirect URI is not registered in the Azure app. Add this Odoo's "
+            "/microsoft_outlook/confirm URL as a Web redirect URI."
+        ),
     ),
     "500112": (
         GraphConfigError,
-        "The redirect URI differs from the one used to start the sign-in. Check that "
-        "Odoo's base URL matches the redirect URI registered in Azure, then connect again.",
+        _lt(
+            "The redirect URI differs from the one used to start the sign-in. Check that Odoo's "
+            "base URL matches the redirect URI registered in Azure, then connect again."
+        ),
     ),
     "700016": (
         GraphConfigError,
-        "No application with this client id exists in the tenant. Check the client id "
-        "and the tenant in Settings.",
+        _lt(
+            "No application with this client id exists in the tenant. Check the client id and the "
+            "tenant in Settings."
+        ),
     ),
     "65001": (
         GraphConfigError,
-        "The Azure app lacks consent for the mail permissions. Grant admin consent in "
-        "the app's API permissions, then connect the Outlook account again.",
+        _lt(
+            "The Azure app lacks consent for the mail permissions. Grant admin consent in the "
+            "app's API permissions, then connect the Outlook account again."
+        ),
     ),
     "50194": (
         GraphConfigError,
-        "The Azure app is single-tenant: enter its tenant id in Settings instead of "
-        "'common' or 'organizations'.",
+        _lt(
+            "The Azure app is single-tenant: enter its tenant id in Settings instead of 'common' "
+            "or 'organizations'."
+        ),
     ),
     "90002": (
         GraphConfigError,
-        "The tenant configured in Settings does not exist. Check the tenant id or domain.",
+        _lt("The tenant configured in Settings does not exist. Check the tenant id or domain."),
     ),
     "900023": (
         GraphConfigError,
-        "The tenant configured in Settings is not a valid tenant id or domain.",
+        _lt("The tenant configured in Settings is not a valid tenant id or domain."),
     ),
     "7000112": (
         GraphConfigError,
-        "The Azure app is disabled. An Azure administrator must enable it.",
+        _lt("The Azure app is disabled. An Azure administrator must enable it."),
     ),
     # Microsoft Graph.
     "invalidauthenticationtoken": (
         GraphAuthError,
-        "Microsoft Graph rejected the access token. " + _RECONNECT,
+        _lt("Microsoft Graph rejected the access token. Connect the Outlook account again."),
     ),
     "erroraccessdenied": (
         GraphPermanentError,
-        "The signed-in account has no access to this mailbox or folder. Give it Full "
-        "Access (shared mailbox) in Exchange, or connect with the mailbox's own account.",
+        _lt(
+            "The signed-in account has no access to this mailbox or folder. Give it Full Access "
+            "(shared mailbox) in Exchange, or connect with the mailbox's own account."
+        ),
     ),
     "authorization_requestdenied": (
         GraphPermanentError,
-        "The permissions granted to the Azure app do not allow this request.",
+        _lt("The permissions granted to the Azure app do not allow this request."),
     ),
     "errorsendasdenied": (
         GraphPermanentError,
-        "The signed-in account may not send as this address. Give it Send As or Send "
-        "on Behalf permission on the mailbox in Exchange.",
+        _lt(
+            "The signed-in account may not send as this address. Give it Send As or Send on Behalf "
+            "permission on the mailbox in Exchange."
+        ),
     ),
     "erroritemnotfound": (
         GraphPermanentError,
-        "The message or folder no longer exists in the mailbox.",
+        _lt("The message or folder no longer exists in the mailbox."),
     ),
     "mailboxnotenabledforrestapi": (
         GraphPermanentError,
-        "This mailbox cannot be reached through Microsoft Graph: it needs an Exchange "
-        "Online licence (or is on-premises, or inactive).",
+        _lt(
+            "This mailbox cannot be reached through Microsoft Graph: it needs an Exchange Online "
+            "licence (or is on-premises, or inactive)."
+        ),
     ),
     "mailboxnotfound": (
         GraphPermanentError,
-        "The mailbox was not found. Check the address of the mail server.",
+        _lt("The mailbox was not found. Check the address of the mail server."),
     ),
     "errornonexistentmailbox": (
         GraphPermanentError,
-        "The mailbox was not found. Check the address of the mail server.",
+        _lt("The mailbox was not found. Check the address of the mail server."),
     ),
     "resourcenotfound": (
         GraphPermanentError,
-        "The mailbox or item was not found. Check the address of the mail server.",
+        _lt("The mailbox or item was not found. Check the address of the mail server."),
     ),
     "request_resourcenotfound": (
         GraphPermanentError,
-        "The user or mailbox was not found in the tenant. Check the address.",
+        _lt("The user or mailbox was not found in the tenant. Check the address."),
     ),
     "errorquotaexceeded": (
         GraphPermanentError,
-        "The mailbox is full. Free some space or raise its quota in Exchange.",
+        _lt("The mailbox is full. Free some space or raise its quota in Exchange."),
     ),
     "errormessagesizeexceeded": (
         GraphPermanentError,
-        "The message is larger than the mailbox accepts. Send smaller attachments.",
+        _lt("The message is larger than the mailbox accepts. Send smaller attachments."),
     ),
     "errortoomanyrecipients": (
         GraphPermanentError,
-        "The message has more recipients than Exchange accepts in one message (500 by "
-        "default). Send it to fewer recipients, or ask the Microsoft 365 admin to raise "
-        "the tenant's limit (up to 1,000).",
+        _lt(
+            "The message has more recipients than Exchange accepts in one message (500 by "
+            "default). Send it to fewer recipients, or ask the Microsoft 365 admin to raise the "
+            "tenant's limit (up to 1,000)."
+        ),
     ),
     "requestentitytoolarge": (
         GraphPermanentError,
-        "The request is larger than Microsoft Graph accepts.",
+        _lt("The request is larger than Microsoft Graph accepts."),
     ),
     "errormimecontentinvalidbase64string": (
         GraphPermanentError,
-        "Microsoft Graph could not read the message's MIME content.",
+        _lt("Microsoft Graph could not read the message's MIME content."),
     ),
     "errorinvalidrecipients": (
         GraphPermanentError,
-        "Microsoft rejected the recipients. Check the recipients' addresses.",
+        _lt("Microsoft rejected the recipients. Check the recipients' addresses."),
     ),
     "errormessagesubmissionblocked": (
         GraphPermanentError,
-        "Exchange blocked sending from this mailbox (often after suspected spam). "
-        "An Exchange administrator must unblock it.",
+        _lt(
+            "Exchange blocked sending from this mailbox (often after suspected spam). An Exchange "
+            "administrator must unblock it."
+        ),
     ),
     "errorattachmentsizeshouldnotbelessthanminimumsize": (
         GraphPermanentError,
-        "An attachment is too small for an upload session.",
+        _lt("An attachment is too small for an upload session."),
     ),
     "syncstatenotfound": (
         GraphPermanentError,
-        "The mailbox synchronisation state expired; the next fetch starts a new one.",
+        _lt("The mailbox synchronisation state expired; the next fetch starts a new one."),
     ),
     "resyncrequired": (
         GraphPermanentError,
-        "The mailbox synchronisation state expired; the next fetch starts a new one.",
+        _lt("The mailbox synchronisation state expired; the next fetch starts a new one."),
     ),
     "toomanyrequests": (
         GraphTransientError,
-        "Microsoft 365 is throttling this mailbox; the request will be tried again later.",
+        _lt("Microsoft 365 is throttling this mailbox; the request will be tried again later."),
     ),
     "applicationthrottled": (
         GraphTransientError,
-        "Microsoft 365 is throttling this mailbox; the request will be tried again later.",
+        _lt("Microsoft 365 is throttling this mailbox; the request will be tried again later."),
     ),
     "errorsubmissionquotaexceeded": (
         GraphTransientError,
-        "The mailbox reached Exchange's sending limit; mail will be sent when the limit "
-        "window has passed.",
+        _lt(
+            "The mailbox reached Exchange's sending limit; mail will be sent when the limit window "
+            "has passed."
+        ),
     ),
     "errorserverbusy": (
         GraphTransientError,
-        "Exchange is busy; the request will be tried again later.",
+        _lt("Exchange is busy; the request will be tried again later."),
     ),
     "errormailboxstoreunavailable": (
         GraphTransientError,
-        "The mailbox is temporarily unavailable; the request will be tried again later.",
+        _lt("The mailbox is temporarily unavailable; the request will be tried again later."),
     ),
     "serviceunavailable": (
         GraphTransientError,
-        "Microsoft Graph is temporarily unavailable; the request will be tried again later.",
+        _lt("Microsoft Graph is temporarily unavailable; the request will be tried again later."),
     ),
 }
 
@@ -344,23 +446,32 @@ OAUTH_ERRORS = {
     "login_required": (GraphAuthError, None),
     "consent_required": (
         GraphAuthError,
-        "The account has not consented to the mail permissions. " + _RECONNECT,
+        _lt(
+            "The account has not consented to the mail permissions. Connect the Outlook account "
+            "again."
+        ),
     ),
     "access_denied": (
         GraphAuthError,
-        "The sign-in was cancelled or the permissions were declined at Microsoft. "
-        "Connect again and accept the requested permissions.",
+        _lt(
+            "The sign-in was cancelled or the permissions were declined at Microsoft. Connect "
+            "again and accept the requested permissions."
+        ),
     ),
     "invalid_client": (GraphConfigError, None),
     "unauthorized_client": (
         GraphConfigError,
-        "The Azure app is not allowed to use this sign-in flow. Check that it is "
-        "registered as a Web application with a client secret.",
+        _lt(
+            "The Azure app is not allowed to use this sign-in flow. Check that it is registered as "
+            "a Web application with a client secret."
+        ),
     ),
     "invalid_scope": (
         GraphConfigError,
-        "Microsoft rejected the requested permissions. Check the Graph endpoint "
-        "configured for this cloud.",
+        _lt(
+            "Microsoft rejected the requested permissions. Check the Graph endpoint configured for "
+            "this cloud."
+        ),
     ),
     "invalid_request": (GraphConfigError, None),
     "unsupported_grant_type": (GraphConfigError, None),
@@ -503,8 +614,10 @@ def error_from_graph_response(response):
     if status == 401 and "insufficient_claims" in challenge:
         cls, message = (
             GraphAuthError,
-            "Microsoft revoked this connection (password change, account disabled or "
-            "sign-in revoked). " + _RECONNECT,
+            _lt(
+                "Microsoft revoked this connection (password change, account disabled or "
+                "sign-in revoked). Connect the Outlook account again."
+            ),
         )
         code = code or "insufficient_claims"
     else:
@@ -539,19 +652,21 @@ def error_from_exception(exc):
     kind = type(exc).__name__
     if isinstance(exc, requests.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
         return GraphConfigError(
-            "The TLS certificate of the Microsoft endpoint could not be verified. "
-            "Check the CA bundle of the custom endpoints, or the corporate proxy.",
+            _lt(
+                "The TLS certificate of the Microsoft endpoint could not be verified. "
+                "Check the CA bundle of the custom endpoints, or the corporate proxy."
+            ),
             code=kind,
         )
     if isinstance(exc, requests.exceptions.Timeout):
-        return GraphTransientError("Microsoft 365 did not answer in time.", code=kind)
+        return GraphTransientError(_lt("Microsoft 365 did not answer in time."), code=kind)
     if isinstance(exc, _TRANSIENT_EXCEPTIONS):
         return GraphTransientError(
-            "The connection to Microsoft 365 failed; the request will be tried again later.",
+            _lt("The connection to Microsoft 365 failed; the request will be tried again later."),
             code=kind,
         )
     if isinstance(exc, _URL_EXCEPTIONS):
         return GraphConfigError(
-            "The Microsoft endpoint URL is invalid. Check the cloud settings.", code=kind
+            _lt("The Microsoft endpoint URL is invalid. Check the cloud settings."), code=kind
         )
     return GraphPermanentError(code=kind)

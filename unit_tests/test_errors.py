@@ -321,3 +321,45 @@ def test_str_names_status_code_and_request_id():
         f"{GraphTransientError.default_message} [HTTP 503, ServiceUnavailable, request-id abc]"
     )
     assert repr(err) == "GraphTransientError('HTTP 503, ServiceUnavailable, request-id abc')"
+
+
+def _french(sentence):
+    """A translator as Odoo's is: it sees the template, never a filled-in value."""
+    assert "bob@contoso.test" not in sentence
+    return {
+        "The mailbox %(address)s was not found.": "La boîte %(address)s est introuvable.",
+        "Microsoft says: %(detail)s": "Microsoft indique : %(detail)s",
+        "Exchange is busy; the request will be tried again later.": "Exchange est occupé.",
+    }.get(sentence, sentence)
+
+
+def test_a_sentence_is_translated_before_its_values_are_filled_in():
+    err = GraphPermanentError(
+        "The mailbox %(address)s was not found.",
+        params={"address": "bob@contoso.test"},
+        status=404,
+        detail="No such user.",
+    )
+    assert err.user_message == "The mailbox bob@contoso.test was not found."
+    assert str(err) == (
+        "The mailbox bob@contoso.test was not found. [HTTP 404] Microsoft says: No such user."
+    )
+    assert err.message(_french) == "La boîte bob@contoso.test est introuvable."
+    assert err.describe(_french) == (
+        "La boîte bob@contoso.test est introuvable. [HTTP 404] Microsoft indique : No such user."
+    )
+
+
+def test_a_catalogue_sentence_reaches_the_translator_as_written():
+    err = error_from_graph_response(graph_response(503, {"error": {"code": "ErrorServerBusy"}}))
+    assert err.template == CATALOGUE["errorserverbusy"][1]
+    assert err.message(_french) == "Exchange est occupé."
+    assert err.user_message == "Exchange is busy; the request will be tried again later."
+
+
+def test_a_translation_that_lost_a_placeholder_falls_back_to_english():
+    err = GraphPermanentError("Mailbox %(address)s.", params={"address": "bob@contoso.test"})
+    assert err.message(lambda sentence: "Boîte introuvable %(adresse)s.") == (
+        "Mailbox bob@contoso.test."
+    )
+    assert err.message(lambda sentence: "Boîte %d.") == "Mailbox bob@contoso.test."

@@ -7,6 +7,7 @@ from odoo.http import request
 
 from odoo.addons.microsoft_outlook.controllers.main import MicrosoftOutlookController
 
+from ..models.graph_error_text import graph_error_text
 from ..services.errors import GraphError, error_from_token_response
 
 _logger = logging.getLogger(__name__)
@@ -58,12 +59,12 @@ class MicrosoftOutlookGraphController(MicrosoftOutlookController):
                 record.id,
                 error.code,
             )
-            return self._microsoft_graph_error(str(error), redirect_url)
+            return self._microsoft_graph_error(graph_error_text(request.env, error), redirect_url)
         try:
             record.with_user(user)._microsoft_graph_check_can_manage()
             record._microsoft_graph_finish_connect(pending["flow_sealed"], params)
         except GraphError as exc:
-            return self._microsoft_graph_error(str(exc), redirect_url)
+            return self._microsoft_graph_error(graph_error_text(request.env, exc), redirect_url)
         except (AccessError, UserError) as exc:
             return self._microsoft_graph_error(exc.args[0], redirect_url)
         return request.redirect(redirect_url)

@@ -12,6 +12,7 @@ from ..services.endpoints import CaBundleError, Endpoints, EndpointsError, check
 from ..services.errors import GraphAuthError, GraphConfigError, GraphError, GraphPermanentError
 from ..services.graph import GraphClient, quote_segment
 from ..services.vault import Vault, VaultError, config_secrets_from
+from .graph_error_text import graph_error_sentence
 
 _logger = logging.getLogger(__name__)
 
@@ -423,7 +424,7 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
                 login_hint=address if record.microsoft_graph_mailbox_kind == "personal" else None,
             )
         except GraphError as exc:
-            raise UserError(exc.user_message) from None
+            raise UserError(graph_error_sentence(self.env, exc)) from None
         self.env["microsoft.outlook.graph.flow"].sudo()._start(record, flow)
         return {"type": "ir.actions.act_url", "url": auth_uri, "target": "self"}
 
@@ -590,7 +591,10 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
         except GraphError as exc:
             self._microsoft_graph_record_error(exc)
             raise UserError(
-                self.env._("Microsoft Graph refused the connection test: %s", exc.user_message)
+                self.env._(
+                    "Microsoft Graph refused the connection test: %s",
+                    graph_error_sentence(self.env, exc),
+                )
             ) from None
         return checks
 
@@ -780,7 +784,9 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
             with self.env["microsoft.outlook.graph.connection"]._locked(self) as locked:
                 return self._microsoft_graph_mark_reconnect(error, locked)
         already = connection.needs_reconnect
-        connection.write({"needs_reconnect": True, "last_error": error.user_message})
+        connection.write(
+            {"needs_reconnect": True, "last_error": graph_error_sentence(self.env, error)}
+        )
         if already:
             return None
         _logger.warning(
@@ -793,7 +799,7 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
         # The notice is committed with the flag: told once, whatever the caller does next.
         self.with_env(connection.env)._microsoft_graph_notify_admins(
             self.env._("Outlook mailbox %s must be reconnected", self.display_name),
-            error.user_message,
+            graph_error_sentence(self.env, error),
         )
         return None
 
@@ -817,7 +823,7 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
             self.sudo()._microsoft_graph_mark_reconnect(error)
         elif isinstance(error, (GraphConfigError, GraphError)):
             self.env["microsoft.outlook.graph.connection"]._write_committed(
-                self, {"last_error": error.user_message}
+                self, {"last_error": graph_error_sentence(self.env, error)}
             )
 
     def _microsoft_graph_client(self):

@@ -15,6 +15,7 @@ from ..services.endpoints import (
     check_tenant,
 )
 from ..services.errors import GraphError
+from .graph_error_text import graph_error_sentence, graph_error_text
 
 _logger = logging.getLogger(__name__)
 CERTIFICATE_PATH = "/microsoft_outlook_graph/certificate"
@@ -354,7 +355,7 @@ class ResConfigSettings(models.TransientModel):
             message = self.env._(
                 "The certificate %(thumbprint)s is refused by Microsoft: %(reason)s",
                 thumbprint=entry["info"]["sha1"],
-                reason=str(exc),
+                reason=graph_error_text(self.env, exc),
             )
             return self._microsoft_graph_notify(message, "danger", sticky=True)
         accepted["proved"] = accepted.get("proved") or now
@@ -380,7 +381,7 @@ class ResConfigSettings(models.TransientModel):
                 "The next certificate %(thumbprint)s is not registered in Azure yet "
                 "(%(reason)s): upload it, then test again.",
                 thumbprint=newer[0]["info"]["sha1"],
-                reason=refusals[0][1].user_message,
+                reason=graph_error_sentence(self.env, refusals[0][1]),
             )
         if mixin._microsoft_graph_param("client_secret_sealed"):
             message += " " + self.env._(
@@ -410,7 +411,7 @@ class ResConfigSettings(models.TransientModel):
                     "Application (client) ID against ID here, and Certificates & secrets > "
                     "Client secrets: paste the Value (not the Secret ID) of a secret that has "
                     "not expired in Client Secret (sealed).",
-                    reason=str(exc),
+                    reason=graph_error_text(self.env, exc),
                 ),
                 "danger",
                 True,

@@ -9,6 +9,7 @@ from odoo.exceptions import UserError
 from odoo.tools import exception_to_unicode
 
 from ..services.errors import GraphError, GraphTransientError
+from .graph_error_text import graph_error_text
 
 _logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class MicrosoftOutlookGraphFailedMessage(models.Model):
             "graph_id": message.id,
             "internet_message_id": message.internet_message_id,
             "received_date": _naive(message.received),
-            "error": _error_text(error),
+            "error": _error_text(self.env, error),
             "last_attempt_date": fields.Datetime.now(),
             "retry_automatically": isinstance(error, GraphTransientError) and not message.raw,
         }
@@ -190,7 +191,7 @@ class MicrosoftOutlookGraphFailedMessage(models.Model):
             values.update(state="done", error=False, retry_automatically=False)
         else:
             values.update(
-                error=_error_text(error),
+                error=_error_text(self.env, error),
                 retry_automatically=isinstance(error, GraphTransientError)
                 and not values.get("raw")
                 and not self.raw,
@@ -229,9 +230,9 @@ def _naive(moment):
     return moment.replace(microsecond=0)
 
 
-def _error_text(error):
+def _error_text(env, error):
     if isinstance(error, GraphError):
-        text = str(error)
+        text = graph_error_text(env, error)
     elif isinstance(error, UserError):
         text = error.args[0] if error.args else str(error)
     else:

@@ -12,6 +12,7 @@ from odoo.addons.mail.models.fetchmail import MAIL_SERVER_DEACTIVATE_TIME, MAIL_
 
 from ..services.errors import GraphAuthError, GraphError
 from ..services.sync import RESYNC_MARGIN, DeltaSync, DeltaTokenExpired, MessageTooLarge
+from .graph_error_text import graph_error_sentence, graph_error_text
 from .mail_thread import GRAPH_IMPORT_SOURCE, GraphImportSource
 from .microsoft_outlook_graph_mixin import GRAPH
 
@@ -289,7 +290,7 @@ class FetchmailServer(models.Model):
         run = server._microsoft_graph_fetch(commit=False)
         if run.error is not None:
             message = (
-                run.error.user_message
+                graph_error_sentence(self.env, run.error)
                 if isinstance(run.error, GraphError)
                 else exception_to_unicode(run.error)
             )
@@ -824,7 +825,7 @@ class FetchmailServer(models.Model):
         self.ensure_one()
         if isinstance(error, GraphError):
             self._microsoft_graph_record_error(error)
-            text = str(error)
+            text = graph_error_text(self.env, error)
         else:
             text = exception_to_unicode(error)
         now = fields.Datetime.now()

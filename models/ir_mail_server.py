@@ -24,6 +24,7 @@ from ..services.sending_limits import (
     is_quota_refusal,
 )
 from ..services.sent_items import find_sent_copy, message_recipients
+from .graph_error_text import graph_error_sentence, graph_error_text
 from .microsoft_outlook_graph_mixin import GRAPH
 
 _logger = logging.getLogger(__name__)
@@ -871,7 +872,7 @@ class IrMailServer(models.Model):
                 self.env._(
                     "Waiting for the Outlook mailbox %(mailbox)s to be reconnected: %(reason)s",
                     mailbox=self.smtp_user,
-                    reason=exc.user_message,
+                    reason=graph_error_sentence(self.env, exc),
                 ),
                 message_id,
             ) from None
@@ -896,7 +897,7 @@ class IrMailServer(models.Model):
                     "after %(time)s UTC. (%(reason)s)",
                     mailbox=self.smtp_user,
                     time=self.microsoft_graph_paused_until,
-                    reason=exc,
+                    reason=graph_error_text(self.env, exc),
                 ),
                 message_id,
             ) from None
@@ -908,14 +909,14 @@ class IrMailServer(models.Model):
                     "never deliver it twice, Odoo did not send it again. Look for it in the "
                     "Sent Items of %(mailbox)s before resending. (%(reason)s)",
                     mailbox=self.smtp_user,
-                    reason=exc,
+                    reason=graph_error_text(self.env, exc),
                 ),
             ) from None
         except GraphError as exc:
             self._microsoft_graph_record_error(exc)
             raise MailDeliveryException(
                 self.env._("Mail Delivery Failed"),
-                self.env._("Microsoft Graph refused the mail: %s", exc),
+                self.env._("Microsoft Graph refused the mail: %s", graph_error_text(self.env, exc)),
             ) from None
         if not already_sent:
             # Exchange counts the message from when it accepted it, a moment after it was

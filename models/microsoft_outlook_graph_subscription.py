@@ -27,6 +27,7 @@ from ..services.subscriptions import (
     subscribable,
 )
 from ..services.vault import PURPOSE_CLIENT_STATE, VaultError
+from .graph_error_text import graph_error_text
 from .microsoft_outlook_graph_mixin import GRAPH
 
 _logger = logging.getLogger(__name__)
@@ -388,7 +389,11 @@ class MicrosoftOutlookGraphSubscription(models.Model):
 
     @api.model
     def _microsoft_graph_failed(self, server, record, error):
-        text = str(error) if isinstance(error, GraphError) else str(error.args[0])
+        text = (
+            graph_error_text(self.env, error)
+            if isinstance(error, GraphError)
+            else str(error.args[0])
+        )
         _logger.warning(
             "[Graph API] fetchmail.server #%s: change notifications not set up, polling "
             "meanwhile: %s",

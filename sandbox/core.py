@@ -123,6 +123,7 @@ class Sandbox:
 
     def stop(self):
         self.stopping.set()
+        self.faults.release_all()
         if self._server is not None:
             self._server.stop()
             self._server = None

@@ -4,8 +4,10 @@ Kinds, applied to requests whose path matches the regex (re.search), method and 
 - "status": answer `status` at once with a Graph- or Entra-shaped error body (by path), or
   with `body` (str/bytes as HTML, dict as JSON); `Retry-After: retry_after` when given.
 - "reset": close the connection with a TCP reset before any answer; nothing runs.
-- "timeout": hold the request `seconds`, then run it and answer (to a client that has
-  probably given up); a held Graph request keeps its concurrency slot.
+- "timeout": hold the request `seconds` (or until `release()`, whichever comes first), then
+  run it and answer (to a client that has probably given up); a held Graph request keeps its
+  concurrency slot. A test that must act while requests are held gives a generous `seconds`
+  and releases them itself, instead of betting on how fast the machine reaches them.
 - "cut": run the request, send the headers and half the body, then close. An empty body
   has no half: such answers arrive whole.
 - "accept_then_drop": run the request (its effect is committed), then reset the connection.
@@ -15,7 +17,7 @@ from the sandbox's seeded random generator, so a run is reproducible from the se
 
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 KINDS = ("status", "reset", "timeout", "cut", "accept_then_drop")
 
@@ -34,6 +36,15 @@ class Fault:
     code: str | None = None
     body: object = None
     hits: int = 0
+    released: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def hold(self):
+        """Hold a request of a timeout fault: `seconds`, or until released."""
+        self.released.wait(self.seconds)
+
+    def release(self):
+        """Let every request this fault holds (and will hold) run now."""
+        self.released.set()
 
     def matches(self, request):
         if self.method and self.method.upper() != request.method:
@@ -69,10 +80,21 @@ class FaultInjector:
         with self._lock:
             if fault in self.faults:
                 self.faults.remove(fault)
+        fault.release()
 
     def clear(self):
+        """Forget every fault; requests they hold run now (they belong to the old state)."""
         with self._lock:
-            self.faults.clear()
+            dropped, self.faults = self.faults, []
+        for fault in dropped:
+            fault.release()
+
+    def release_all(self):
+        """Let every held request run now (the sandbox is stopping)."""
+        with self._lock:
+            faults = list(self.faults)
+        for fault in faults:
+            fault.release()
 
     def pick(self, request):
         """The first matching fault that fires for this request, or None."""

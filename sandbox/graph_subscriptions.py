@@ -260,11 +260,12 @@ def lifecycle(sb, subscription_id, event):
         _ensure_worker(sb)
 
 
-def flush_notifications(sb, timeout=5.0):
+def flush_notifications(sb, timeout=60.0):
     """Wait until the folders were looked at and every queued POST was made.
 
     True once the queue is empty and nothing is in flight; False at the timeout (a
-    receiver that keeps failing, or paused notifications, keep the queue busy).
+    receiver that keeps failing, or paused notifications, keep the queue busy). The
+    timeout is a bound for a stuck queue, not a bet on how fast the machine delivers.
     """
     deadline = time.monotonic() + timeout
     with sb.lock:

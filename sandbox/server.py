@@ -254,7 +254,7 @@ class Pipeline:
             error = exc
         try:
             if fault and fault.kind == "timeout":
-                sb.stopping.wait(fault.seconds)
+                fault.hold()
                 if sb.epoch != request.epoch:
                     return GraphError(503).render(request)
             if error is not None:

@@ -7,7 +7,6 @@ instead of being imported as a package: `import sandbox`, `import services` work
 import logging
 import os
 import sys
-import threading
 import time
 import traceback
 
@@ -59,39 +58,9 @@ def frozen_clock(sandbox):
     return sandbox.clock.freeze()
 
 
-# The seconds of a timeout fault that the `held` fixture turns into "until the test releases
-# it", however long the machine takes to bring the other requests in; also the bound.
+# The seconds of a timeout fault that a test releases itself (fault.release()) once the
+# requests it needs are held, however long the machine takes to bring them in; also the bound.
 HELD = 600.0
-
-
-class _Held:
-    """Stands in for sandbox.stopping, on which a timeout fault waits its seconds."""
-
-    def __init__(self, stopping):
-        self._stopping = stopping
-        self._released = threading.Event()
-
-    def wait(self, timeout=None):
-        if timeout != HELD:
-            return self._stopping.wait(timeout)
-        self._released.wait(HELD)
-        return self._stopping.is_set()
-
-    def release(self):
-        self._released.set()
-
-    def __getattr__(self, name):
-        return getattr(self._stopping, name)
-
-
-@pytest.fixture
-def held(sandbox, monkeypatch):
-    """Requests of timeout faults with seconds=HELD wait until held.release() (or the test's
-    end): a test that needs requests in flight together does not bet on a duration."""
-    gate = _Held(sandbox.stopping)
-    monkeypatch.setattr(sandbox, "stopping", gate)
-    yield gate
-    gate.release()
 
 
 def wait_until(predicate, what, bound=60.0):

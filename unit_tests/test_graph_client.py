@@ -259,7 +259,7 @@ def test_connection_reset_every_time_is_transient(sandbox, make_client):
     assert caught.value.status is None and caught.value.code == "ConnectionError"
 
 
-def test_read_timeout_is_transient(sandbox, make_client, held):
+def test_read_timeout_is_transient(sandbox, make_client):
     sandbox.inject_fault("timeout", path=r"^/v1\.0/me$", seconds=HELD)
     with pytest.raises(GraphTransientError) as caught:
         make_client(max_attempts=1, timeout=0.2).me()
@@ -340,7 +340,7 @@ def run_in_threads(count, work):
     return results, errors
 
 
-def test_at_most_four_requests_per_mailbox_across_clients(sandbox, make_client, endpoints, held):
+def test_at_most_four_requests_per_mailbox_across_clients(sandbox, make_client, endpoints):
     # Without the cap, Outlook refuses the fifth concurrent request of a mailbox: the eight
     # requests are held at the sandbox until all have arrived, however slow the machine.
     fault = sandbox.inject_fault("timeout", path=r"/mailFolders$", seconds=HELD, times=None)
@@ -352,7 +352,7 @@ def test_at_most_four_requests_per_mailbox_across_clients(sandbox, make_client, 
     for thread in threads:
         thread.start()
     wait_until(lambda: fault.hits == 8, "eight requests at the sandbox")
-    held.release()
+    fault.release()
     for thread in threads:
         thread.join()
     raw.close()

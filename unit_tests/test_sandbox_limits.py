@@ -58,8 +58,8 @@ def test_retry_after_may_be_fractional_or_absent(sandbox, call, style, expected)
     assert value == expected or (expected and 0 < float(value) <= 0.6)
 
 
-def test_four_concurrent_requests_per_mailbox(sandbox, call, held):
-    sandbox.inject_fault("timeout", path="/messages$", times=4, seconds=HELD)
+def test_four_concurrent_requests_per_mailbox(sandbox, call):
+    fault = sandbox.inject_fault("timeout", path="/messages$", times=4, seconds=HELD)
     results = []
 
     def slow():
@@ -79,7 +79,7 @@ def test_four_concurrent_requests_per_mailbox(sandbox, call, held):
     assert "MailboxConcurrency" in answer.json()["error"]["message"]
     assert answer.headers["Retry-After"] == "1"
     assert call(f"/users/{SALES}/messages").status_code == 200  # another mailbox is free
-    held.release()
+    fault.release()
     for thread in threads:
         thread.join()
     assert results == [200] * 4
@@ -149,11 +149,11 @@ def test_reset_fault(sandbox, call):
     assert (dropped.status, dropped.fault, dropped.mailbox) == (None, "reset", ADMIN)
 
 
-def test_timeout_fault(sandbox, call, held):
-    sandbox.inject_fault("timeout", path="/messages$", seconds=HELD)
+def test_timeout_fault(sandbox, call):
+    fault = sandbox.inject_fault("timeout", path="/messages$", seconds=HELD)
     with pytest.raises(requests.ReadTimeout):
         call("/me/messages", timeout=0.2)
-    held.release()
+    fault.release()
     assert call("/me/messages", timeout=60).status_code == 200
 
 

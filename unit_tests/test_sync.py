@@ -2,9 +2,10 @@
 
 import base64
 import re
-import time
+import threading
 
 import pytest
+from conftest import wait_until
 
 from sandbox.defaults import ADMIN, ALICE, SALES
 from services.endpoints import Endpoints
@@ -62,16 +63,14 @@ def deliver(sandbox, count, start=0, mailbox=ADMIN, **options):
     return [sandbox.deliver(mailbox, mime(n), **options) for n in range(start, start + count)]
 
 
-def graph_log(sandbox, quiet=0.05, limit=2.0):
-    """Graph entries of the request log once it stops growing (entries land after answers)."""
-    deadline = time.monotonic() + limit
-    entries = sandbox.requests
-    while time.monotonic() < deadline:
-        time.sleep(quiet)
-        if len(sandbox.requests) == len(entries):
-            break
-        entries = sandbox.requests
-    return [e for e in entries if e.path.startswith("/v1.0/")]
+def graph_log(sandbox):
+    """Graph entries of the request log once no read-ahead thread of a sync still runs (the
+    sandbox logs a request before its answer, so the caller's own requests are all there)."""
+    wait_until(
+        lambda: not any(t.name == "graph-sync-ahead" for t in threading.enumerate()),
+        "the read-ahead threads to end",
+    )
+    return [e for e in sandbox.requests if e.path.startswith("/v1.0/")]
 
 
 def kinds(entries):

@@ -3,9 +3,10 @@ import logging
 from odoo import api, http
 from odoo.http import request
 
-from ..models.microsoft_outlook_graph_subscription import LIFECYCLE_PATH, NOTIFICATION_PATH
 from ..services.subscriptions import (
+    LIFECYCLE_PATH,
     MAX_NOTIFICATION_BYTES,
+    NOTIFICATION_PATH,
     NotificationRejected,
     is_validation_request,
     parse_notifications,

@@ -10,15 +10,40 @@ from odoo.tools import exception_to_unicode
 
 from odoo.addons.mail.models.fetchmail import MAIL_SERVER_DEACTIVATE_TIME, MAIL_SERVER_DOMAIN
 
+from ..services.clock import naive_utc
 from ..services.errors import GraphAuthError, GraphError
+from ..services.subscriptions import resource_for, subscribable
 from ..services.sync import RESYNC_MARGIN, DeltaSync, DeltaTokenExpired, MessageTooLarge
 from .graph_error_text import graph_error_sentence, graph_error_text
 from .mail_thread import GRAPH_IMPORT_SOURCE, GraphImportSource
 from .microsoft_outlook_graph_mixin import GRAPH
+from .microsoft_outlook_graph_subscription import (
+    GATEWAY_CRON,
+    SUBSCRIPTION_CRON,
+    URL_PARAM,
+    endpoint_problem_text,
+    notification_endpoint,
+    trigger_once,
+)
 
 _logger = logging.getLogger(__name__)
 
-GATEWAY_CRON = "mail.ir_cron_mail_gateway_action"
+# Fetches the Graph servers Microsoft does not notify (shared mailboxes, no public URL),
+# every minute, apart from Odoo's 5-minute fetchmail cron.
+POLL_CRON = "microsoft_outlook_graph.ir_cron_microsoft_graph_poll"
+INTERVAL_SECONDS = {"minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800, "months": 2592000}
+# Server fields whose change can make a server gain or lose its subscription.
+NOTIFY_KEYS = frozenset(
+    (
+        "active",
+        "state",
+        "server_type",
+        "microsoft_graph_use_notifications",
+        "user",
+        "microsoft_graph_folder",
+        "microsoft_graph_mailbox_kind",
+    )
+)
 # Graph's well-known folder names: used as they are, never looked up.
 WELL_KNOWN_FOLDERS = frozenset(
     ("inbox", "drafts", "sentitems", "deleteditems", "junkemail", "archive", "outbox")
@@ -148,6 +173,44 @@ class FetchmailServer(models.Model):
     microsoft_graph_failed_count = fields.Integer(
         "Failed Messages", compute="_compute_microsoft_graph_failed_count"
     )
+    microsoft_graph_use_notifications = fields.Boolean(
+        "Use Change Notifications",
+        default=True,
+        help="Microsoft tells Odoo at once when mail arrives, so it is imported within "
+        "seconds. Odoo's address must be public HTTPS; otherwise, or when this is off, "
+        "the scheduled action polls the mailbox.",
+    )
+    microsoft_graph_subscription_ids = fields.One2many(
+        "microsoft.outlook.graph.subscription", "server_id", readonly=True
+    )
+    microsoft_graph_notification_state = fields.Selection(
+        [
+            ("active", "Notified by Microsoft"),
+            ("pending", "Being set up"),
+            ("polling", "Polling"),
+            ("error", "Polling (subscription failed)"),
+        ],
+        string="New Mail Detection",
+        compute="_compute_microsoft_graph_notification",
+    )
+    microsoft_graph_notification_info = fields.Char(
+        "New Mail Detection Details", compute="_compute_microsoft_graph_notification"
+    )
+    microsoft_graph_notification_expires_at = fields.Datetime(
+        "Subscription Expires", compute="_compute_microsoft_graph_notification"
+    )
+    microsoft_graph_last_notification_at = fields.Datetime(
+        "Last Notification", compute="_compute_microsoft_graph_notification"
+    )
+    microsoft_graph_shared_polled = fields.Boolean(
+        "Polled (Shared Mailbox)",
+        compute="_compute_microsoft_graph_poll",
+        help="Microsoft sends change notifications for shared mailboxes only to apps with "
+        "application permissions; this addon uses delegated ones, so the mailbox is polled.",
+    )
+    microsoft_graph_poll_seconds = fields.Integer(
+        "Checked Every (Seconds)", compute="_compute_microsoft_graph_poll"
+    )
 
     @api.depends("microsoft_graph_failed_message_ids.state")
     def _compute_microsoft_graph_failed_count(self):
@@ -160,6 +223,33 @@ class FetchmailServer(models.Model):
         )
         for server in self:
             server.microsoft_graph_failed_count = counts.get(server._origin, 0)
+
+    @api.depends("server_type", "microsoft_graph_mailbox_kind")
+    def _compute_microsoft_graph_poll(self):
+        seconds = self._microsoft_graph_poll_interval()
+        for server in self:
+            server.microsoft_graph_shared_polled = server.server_type == GRAPH and not subscribable(
+                shared=server.microsoft_graph_mailbox_kind == "shared"
+            )
+            server.microsoft_graph_poll_seconds = seconds
+
+    @api.depends(
+        "microsoft_graph_use_notifications",
+        "microsoft_graph_mailbox_kind",
+        "active",
+        "state",
+        "microsoft_graph_subscription_ids.subscription_id",
+        "microsoft_graph_subscription_ids.last_error",
+    )
+    def _compute_microsoft_graph_notification(self):
+        endpoint = notification_endpoint(self.env)
+        for server in self:
+            record = server.sudo().microsoft_graph_subscription_ids[:1]
+            server.microsoft_graph_notification_expires_at = record.expires_at
+            server.microsoft_graph_last_notification_at = record.last_notification_at
+            state, info = server._microsoft_graph_notification_summary(endpoint, record)
+            server.microsoft_graph_notification_state = state
+            server.microsoft_graph_notification_info = info
 
     def _microsoft_graph_switch_values(self):
         return {"server_type": GRAPH, "password": False}
@@ -214,7 +304,31 @@ class FetchmailServer(models.Model):
                     "microsoft_graph_pending": False,
                 }
             )
+        if NOTIFY_KEYS.intersection(vals):
+            graph = self.filtered(lambda server: server.server_type == GRAPH) | self.filtered(
+                "microsoft_graph_subscription_ids"
+            )
+            if graph:
+                self.env["microsoft.outlook.graph.subscription"]._microsoft_graph_servers_changed(
+                    graph
+                )
         return result
+
+    def unlink(self):
+        self._microsoft_graph_subscriptions()._microsoft_graph_remove()
+        return super().unlink()
+
+    def _microsoft_graph_wipe(self):
+        """Disconnect: the subscription goes first, while the tokens still work."""
+        self._microsoft_graph_subscriptions()._microsoft_graph_remove()
+        return super()._microsoft_graph_wipe()
+
+    def _microsoft_graph_subscriptions(self):
+        return (
+            self.env["microsoft.outlook.graph.subscription"]
+            .sudo()
+            .search([("server_id", "in", self.ids)])
+        )
 
     def button_confirm_login(self):
         graph_servers = self.filtered(lambda server: server.server_type == GRAPH)
@@ -231,7 +345,8 @@ class FetchmailServer(models.Model):
         return True
 
     def _microsoft_graph_finish_connect(self, flow_sealed, auth_response):
-        """Once connected, take the "from now" position, unless a start date is set."""
+        """Once connected, take the "from now" position, unless a start date is set, and
+        ask for change notifications when Microsoft can send them."""
         result = super()._microsoft_graph_finish_connect(flow_sealed, auth_response)
         if (
             self.server_type == GRAPH
@@ -252,7 +367,99 @@ class FetchmailServer(models.Model):
             finally:
                 if mailbox:
                     mailbox.disconnect()
+        if self._microsoft_graph_wants_notifications(notification_endpoint(self.env)):
+            trigger_once(self.env, SUBSCRIPTION_CRON)
         return result
+
+    # ------------------------------------------------------------------
+    # New mail detection: change notifications, or polling
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _microsoft_graph_poll_interval(self):
+        """Seconds between two looks at a mailbox Microsoft does not notify: the poll cron's
+        interval, or the fetchmail cron's when the poll cron is off."""
+        for xmlid in (POLL_CRON, GATEWAY_CRON):
+            cron = self.env.ref(xmlid, raise_if_not_found=False)
+            cron = cron.sudo() if cron else cron
+            if cron and cron.active:
+                return cron.interval_number * INTERVAL_SECONDS.get(cron.interval_type, 60)
+        return 0
+
+    @api.model
+    def _cron_microsoft_graph_poll(self):
+        """Fetch the Graph servers that have no live subscription, on a short schedule.
+
+        Microsoft notifies only the servers with a subscription; shared mailboxes never have
+        one with delegated permissions, nor does any server when Odoo is not reachable over
+        public HTTPS. An idle delta round costs one Graph request per server.
+        """
+        servers = self.sudo().search([("server_type", "=", GRAPH), ("state", "=", "done")])
+        notified = servers._microsoft_graph_subscriptions().filtered("subscription_id").server_id
+        polled = servers - notified
+        if polled:
+            polled._microsoft_graph_fetch_servers()
+
+    def _microsoft_graph_notification_summary(self, endpoint, record):
+        if not subscribable(shared=self.microsoft_graph_mailbox_kind == "shared"):
+            return "polling", self.env._(
+                "Microsoft sends change notifications for shared mailboxes only to apps with "
+                "application permissions: this mailbox is checked every %(seconds)s seconds.",
+                seconds=self._microsoft_graph_poll_interval(),
+            )
+        if not self.microsoft_graph_use_notifications:
+            return "polling", self.env._(
+                "Change notifications are off: the scheduled action polls the mailbox."
+            )
+        if endpoint.problem:
+            return "polling", self.env._(
+                "Polling is used: %(why)s Set web.base.url to Odoo's public https address, "
+                "or the system parameter %(param)s to the public base URL of a reverse proxy.",
+                why=endpoint_problem_text(self.env, endpoint),
+                param=URL_PARAM,
+            )
+        if record.subscription_id:
+            return "active", self.env._(
+                "Microsoft notifies Odoo of new mail at %(url)s.",
+                url=record.notification_url,
+            )
+        if record.last_error:
+            return "error", self.env._(
+                "Polling is used: the subscription failed (%(error)s). The scheduled action "
+                "tries again every hour.",
+                error=record.last_error,
+            )
+        if not (self.active and self.state == "done" and self.microsoft_graph_status == "valid"):
+            return "polling", self.env._(
+                "Change notifications start once the server is connected and confirmed."
+            )
+        return "pending", self.env._("The scheduled action subscribes to new mail within moments.")
+
+    def _microsoft_graph_wants_notifications(self, endpoint):
+        self.ensure_one()
+        return bool(
+            endpoint.notification_url
+            and self.server_type == GRAPH
+            and self.active
+            and self.state == "done"
+            and self.microsoft_graph_use_notifications
+            and subscribable(shared=self.microsoft_graph_mailbox_kind == "shared")
+            and self.sudo().microsoft_graph_tokens_sealed
+            and not self.microsoft_graph_needs_reconnect
+        )
+
+    def _microsoft_graph_resource(self):
+        """The subscription resource of the server's folder (as ``_microsoft_graph_client``
+        names the mailbox), or None for a folder name Graph would refuse."""
+        self.ensure_one()
+        shared = self.microsoft_graph_mailbox_kind == "shared"
+        try:
+            return resource_for(
+                self._microsoft_graph_mailbox_address() if shared else None,
+                self.microsoft_graph_folder or "inbox",
+            )
+        except ValueError:
+            return None
 
     # ------------------------------------------------------------------
     # Fetchmail hooks
@@ -665,7 +872,7 @@ class FetchmailServer(models.Model):
         with self.env.cr.savepoint():
             # Large messages are downloaded here, one at a time, as the loop reaches them.
             for message in page.contents():
-                received = _naive_utc(message.received)
+                received = naive_utc(message.received)
                 if received and (not latest or received > latest):
                     latest = received
                 error = self._microsoft_graph_message_error(message)
@@ -857,14 +1064,6 @@ class FetchmailServer(models.Model):
         action["domain"] = [("server_id", "=", self.id)]
         action["context"] = {"search_default_filter_failed": 1, "default_server_id": self.id}
         return action
-
-
-def _naive_utc(moment):
-    if moment is None:
-        return None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(datetime.UTC).replace(tzinfo=None)
-    return moment.replace(microsecond=0)
 
 
 def _prune_recent(recent, latest):

@@ -8,6 +8,7 @@ from odoo import api, fields, models
 from odoo.exceptions import UserError
 from odoo.tools import exception_to_unicode
 
+from ..services.clock import naive_utc
 from ..services.errors import GraphError, GraphTransientError
 from .graph_error_text import graph_error_text
 
@@ -89,7 +90,7 @@ class MicrosoftOutlookGraphFailedMessage(models.Model):
             "server_id": server.id,
             "graph_id": message.id,
             "internet_message_id": message.internet_message_id,
-            "received_date": _naive(message.received),
+            "received_date": naive_utc(message.received),
             "error": _error_text(self.env, error),
             "last_attempt_date": fields.Datetime.now(),
             "retry_automatically": isinstance(error, GraphTransientError) and not message.raw,
@@ -220,14 +221,6 @@ class MicrosoftOutlookGraphFailedMessage(models.Model):
             {"state": "discarded", "retry_automatically": False}
         )
         return True
-
-
-def _naive(moment):
-    if moment is None:
-        return False
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(datetime.UTC).replace(tzinfo=None)
-    return moment.replace(microsecond=0)
 
 
 def _error_text(env, error):

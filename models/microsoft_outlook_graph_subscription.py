@@ -8,24 +8,26 @@ inside the request that Microsoft is waiting for.
 """
 
 import datetime
-import ipaddress
 import logging
-import urllib.parse
-from dataclasses import dataclass
 
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
+from ..services.clock import aware_utc, naive_utc
 from ..services.errors import GraphAuthError, GraphError
 from ..services.subscriptions import (
+    LOCAL_NAME,
+    NO_DOMAIN,
+    NO_HOST,
+    NOT_HTTPS,
+    PRIVATE_ADDRESS,
     SubscriptionClient,
     SubscriptionGone,
     client_state_matches,
     needs_renewal,
     new_client_state,
-    resource_for,
-    subscribable,
 )
+from ..services.subscriptions import notification_endpoint as endpoint_for
 from ..services.vault import PURPOSE_CLIENT_STATE, VaultError
 from .graph_error_text import graph_error_text
 from .microsoft_outlook_graph_mixin import GRAPH
@@ -34,97 +36,39 @@ _logger = logging.getLogger(__name__)
 
 GATEWAY_CRON = "mail.ir_cron_mail_gateway_action"
 SUBSCRIPTION_CRON = "microsoft_outlook_graph.ir_cron_microsoft_graph_subscriptions"
-# Fetches the Graph servers Microsoft does not notify (shared mailboxes, no public URL),
-# every minute, apart from Odoo's 5-minute fetchmail cron.
-POLL_CRON = "microsoft_outlook_graph.ir_cron_microsoft_graph_poll"
-INTERVAL_SECONDS = {"minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800, "months": 2592000}
-NOTIFICATION_PATH = "/microsoft_outlook_graph/notifications"
-LIFECYCLE_PATH = "/microsoft_outlook_graph/lifecycle"
 URL_PARAM = "microsoft_outlook_graph.notification_url"
 # "Last notification" is written at most this often: a burst must not write per POST.
 LAST_NOTIFICATION_EVERY = datetime.timedelta(seconds=60)
 # Renew this long before expiry; the cron runs every hour.
 RENEWAL_MARGIN = datetime.timedelta(hours=12)
-# Server fields whose change can make a server gain or lose its subscription.
-NOTIFY_KEYS = frozenset(
-    (
-        "active",
-        "state",
-        "server_type",
-        "microsoft_graph_use_notifications",
-        "user",
-        "microsoft_graph_folder",
-        "microsoft_graph_mailbox_kind",
-    )
-)
-
-
-@dataclass(frozen=True)
-class NotificationEndpoint:
-    """Where Microsoft would call Odoo, or why it cannot (``problem``)."""
-
-    notification_url: str | None = None
-    lifecycle_url: str | None = None
-    problem: str | None = None
-
-
-def _host_problem(env, host):
-    """Why Microsoft cannot reach ``host``, or None."""
-    host = (host or "").strip("[]").lower()
-    if not host:
-        return env._("it has no host name")
-    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
-        return env._("it names this machine or the local network")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        if "." not in host:
-            return env._("a host name without a domain is not public")
-        return None
-    if not address.is_global:
-        return env._("its address is private or local")
-    return None
 
 
 def notification_endpoint(env):
-    """The notification and lifecycle URLs of this database, or why there are none.
-
-    The system parameter ``microsoft_outlook_graph.notification_url`` (the public base
-    URL, for an Odoo behind a reverse proxy, and the tests) wins; otherwise
-    ``web.base.url`` is used when it is public HTTPS.
-    """
+    """The notification and lifecycle URLs of this database, or why there are none
+    (:func:`~..services.subscriptions.notification_endpoint`): the system parameter
+    ``microsoft_outlook_graph.notification_url`` wins over ``web.base.url``."""
     Config = env["ir.config_parameter"].sudo()
-    base = (Config.get_param(URL_PARAM) or "").strip()
-    if base:
-        base = base.rstrip("/")
-        if base.endswith(NOTIFICATION_PATH):
-            base = base[: -len(NOTIFICATION_PATH)]
-    else:
-        base = (Config.get_param("web.base.url") or "").strip().rstrip("/")
-        parts = urllib.parse.urlsplit(base)
-        if parts.scheme != "https":
-            return NotificationEndpoint(
-                problem=env._(
-                    "Odoo's base URL (%(url)s) is not HTTPS, and Microsoft only calls public "
-                    "HTTPS addresses.",
-                    url=base or "-",
-                )
-            )
-        try:
-            problem = _host_problem(env, parts.hostname)
-        except ValueError:
-            problem = env._("it cannot be read")
-        if problem:
-            return NotificationEndpoint(
-                problem=env._(
-                    "Microsoft cannot reach Odoo's base URL (%(url)s): %(why)s.",
-                    url=base,
-                    why=problem,
-                )
-            )
-    return NotificationEndpoint(
-        notification_url=base + NOTIFICATION_PATH, lifecycle_url=base + LIFECYCLE_PATH
-    )
+    return endpoint_for(Config.get_param(URL_PARAM), Config.get_param("web.base.url"))
+
+
+def endpoint_problem_text(env, endpoint):
+    """Why Microsoft cannot call ``endpoint``, in the admin's words, or None."""
+    if not endpoint.problem:
+        return None
+    url = endpoint.base_url or "-"
+    if endpoint.problem == NOT_HTTPS:
+        return env._(
+            "Odoo's base URL (%(url)s) is not HTTPS, and Microsoft only calls public "
+            "HTTPS addresses.",
+            url=url,
+        )
+    why = {
+        NO_HOST: env._("it has no host name"),
+        LOCAL_NAME: env._("it names this machine or the local network"),
+        NO_DOMAIN: env._("a host name without a domain is not public"),
+        PRIVATE_ADDRESS: env._("its address is private or local"),
+    }.get(endpoint.problem) or env._("it cannot be read")
+    return env._("Microsoft cannot reach Odoo's base URL (%(url)s): %(why)s.", url=url, why=why)
 
 
 def trigger_once(env, xmlid):
@@ -147,14 +91,6 @@ def trigger_once(env, xmlid):
         return False
     cron._trigger()
     return True
-
-
-def _naive(moment):
-    return moment.astimezone(datetime.UTC).replace(tzinfo=None, microsecond=0)
-
-
-def _aware(moment):
-    return moment.replace(tzinfo=datetime.UTC)
 
 
 class MicrosoftOutlookGraphSubscription(models.Model):
@@ -323,7 +259,7 @@ class MicrosoftOutlookGraphSubscription(models.Model):
                 record = self._microsoft_graph_create(client, server, record, resource, endpoint)
                 sync = True
             elif record.pending_action == "reauthorize" or needs_renewal(
-                _aware(record.expires_at), margin=RENEWAL_MARGIN
+                aware_utc(record.expires_at), margin=RENEWAL_MARGIN
             ):
                 try:
                     if record.pending_action == "reauthorize":
@@ -333,7 +269,7 @@ class MicrosoftOutlookGraphSubscription(models.Model):
                     renewed = client.renew(record.subscription_id)
                     record.write(
                         {
-                            "expires_at": _naive(renewed.expires_at),
+                            "expires_at": naive_utc(renewed.expires_at),
                             "pending_action": False,
                             "last_error": False,
                         }
@@ -366,7 +302,7 @@ class MicrosoftOutlookGraphSubscription(models.Model):
             "subscription_id": created.id,
             "resource": resource,
             "notification_url": endpoint.notification_url,
-            "expires_at": _naive(created.expires_at),
+            "expires_at": naive_utc(created.expires_at),
             "client_state_sealed": server._microsoft_graph_vault().seal(
                 state, PURPOSE_CLIENT_STATE
             ),
@@ -455,195 +391,3 @@ class MicrosoftOutlookGraphSubscription(models.Model):
             lambda record: record.resource != record.server_id._microsoft_graph_resource()
         ):
             trigger_once(self.env, SUBSCRIPTION_CRON)
-
-
-class FetchmailServer(models.Model):
-    _inherit = "fetchmail.server"
-
-    microsoft_graph_use_notifications = fields.Boolean(
-        "Use Change Notifications",
-        default=True,
-        help="Microsoft tells Odoo at once when mail arrives, so it is imported within "
-        "seconds. Odoo's address must be public HTTPS; otherwise, or when this is off, "
-        "the scheduled action polls the mailbox.",
-    )
-    microsoft_graph_subscription_ids = fields.One2many(
-        "microsoft.outlook.graph.subscription", "server_id", readonly=True
-    )
-    microsoft_graph_notification_state = fields.Selection(
-        [
-            ("active", "Notified by Microsoft"),
-            ("pending", "Being set up"),
-            ("polling", "Polling"),
-            ("error", "Polling (subscription failed)"),
-        ],
-        string="New Mail Detection",
-        compute="_compute_microsoft_graph_notification",
-    )
-    microsoft_graph_notification_info = fields.Char(
-        "New Mail Detection Details", compute="_compute_microsoft_graph_notification"
-    )
-    microsoft_graph_notification_expires_at = fields.Datetime(
-        "Subscription Expires", compute="_compute_microsoft_graph_notification"
-    )
-    microsoft_graph_last_notification_at = fields.Datetime(
-        "Last Notification", compute="_compute_microsoft_graph_notification"
-    )
-    microsoft_graph_shared_polled = fields.Boolean(
-        "Polled (Shared Mailbox)",
-        compute="_compute_microsoft_graph_poll",
-        help="Microsoft sends change notifications for shared mailboxes only to apps with "
-        "application permissions; this addon uses delegated ones, so the mailbox is polled.",
-    )
-    microsoft_graph_poll_seconds = fields.Integer(
-        "Checked Every (Seconds)", compute="_compute_microsoft_graph_poll"
-    )
-
-    @api.depends("server_type", "microsoft_graph_mailbox_kind")
-    def _compute_microsoft_graph_poll(self):
-        seconds = self._microsoft_graph_poll_interval()
-        for server in self:
-            server.microsoft_graph_shared_polled = server.server_type == GRAPH and not subscribable(
-                shared=server.microsoft_graph_mailbox_kind == "shared"
-            )
-            server.microsoft_graph_poll_seconds = seconds
-
-    @api.model
-    def _microsoft_graph_poll_interval(self):
-        """Seconds between two looks at a mailbox Microsoft does not notify: the poll cron's
-        interval, or the fetchmail cron's when the poll cron is off."""
-        for xmlid in (POLL_CRON, GATEWAY_CRON):
-            cron = self.env.ref(xmlid, raise_if_not_found=False)
-            cron = cron.sudo() if cron else cron
-            if cron and cron.active:
-                return cron.interval_number * INTERVAL_SECONDS.get(cron.interval_type, 60)
-        return 0
-
-    @api.model
-    def _cron_microsoft_graph_poll(self):
-        """Fetch the Graph servers that have no live subscription, on a short schedule.
-
-        Microsoft notifies only the servers with a subscription; shared mailboxes never have
-        one with delegated permissions, nor does any server when Odoo is not reachable over
-        public HTTPS. An idle delta round costs one Graph request per server.
-        """
-        servers = self.sudo().search([("server_type", "=", GRAPH), ("state", "=", "done")])
-        notified = (
-            self.env["microsoft.outlook.graph.subscription"]
-            .sudo()
-            .search([("server_id", "in", servers.ids), ("subscription_id", "!=", False)])
-            .server_id
-        )
-        polled = servers - notified
-        if polled:
-            polled._microsoft_graph_fetch_servers()
-
-    @api.depends(
-        "microsoft_graph_use_notifications",
-        "microsoft_graph_mailbox_kind",
-        "active",
-        "state",
-        "microsoft_graph_subscription_ids.subscription_id",
-        "microsoft_graph_subscription_ids.last_error",
-    )
-    def _compute_microsoft_graph_notification(self):
-        endpoint = notification_endpoint(self.env)
-        for server in self:
-            record = server.sudo().microsoft_graph_subscription_ids[:1]
-            server.microsoft_graph_notification_expires_at = record.expires_at
-            server.microsoft_graph_last_notification_at = record.last_notification_at
-            state, info = server._microsoft_graph_notification_summary(endpoint, record)
-            server.microsoft_graph_notification_state = state
-            server.microsoft_graph_notification_info = info
-
-    def _microsoft_graph_notification_summary(self, endpoint, record):
-        if not subscribable(shared=self.microsoft_graph_mailbox_kind == "shared"):
-            return "polling", self.env._(
-                "Microsoft sends change notifications for shared mailboxes only to apps with "
-                "application permissions: this mailbox is checked every %(seconds)s seconds.",
-                seconds=self._microsoft_graph_poll_interval(),
-            )
-        if not self.microsoft_graph_use_notifications:
-            return "polling", self.env._(
-                "Change notifications are off: the scheduled action polls the mailbox."
-            )
-        if endpoint.problem:
-            return "polling", self.env._(
-                "Polling is used: %(why)s Set web.base.url to Odoo's public https address, "
-                "or the system parameter %(param)s to the public base URL of a reverse proxy.",
-                why=endpoint.problem,
-                param=URL_PARAM,
-            )
-        if record.subscription_id:
-            return "active", self.env._(
-                "Microsoft notifies Odoo of new mail at %(url)s.",
-                url=record.notification_url,
-            )
-        if record.last_error:
-            return "error", self.env._(
-                "Polling is used: the subscription failed (%(error)s). The scheduled action "
-                "tries again every hour.",
-                error=record.last_error,
-            )
-        if not (self.active and self.state == "done" and self.microsoft_graph_status == "valid"):
-            return "polling", self.env._(
-                "Change notifications start once the server is connected and confirmed."
-            )
-        return "pending", self.env._("The scheduled action subscribes to new mail within moments.")
-
-    def _microsoft_graph_wants_notifications(self, endpoint):
-        self.ensure_one()
-        return bool(
-            endpoint.notification_url
-            and self.server_type == GRAPH
-            and self.active
-            and self.state == "done"
-            and self.microsoft_graph_use_notifications
-            and subscribable(shared=self.microsoft_graph_mailbox_kind == "shared")
-            and self.sudo().microsoft_graph_tokens_sealed
-            and not self.microsoft_graph_needs_reconnect
-        )
-
-    def _microsoft_graph_resource(self):
-        """The subscription resource of the server's folder (as ``_microsoft_graph_client``
-        names the mailbox), or None for a folder name Graph would refuse."""
-        self.ensure_one()
-        shared = self.microsoft_graph_mailbox_kind == "shared"
-        try:
-            return resource_for(
-                self._microsoft_graph_mailbox_address() if shared else None,
-                self.microsoft_graph_folder or "inbox",
-            )
-        except ValueError:
-            return None
-
-    def write(self, vals):
-        result = super().write(vals)
-        if NOTIFY_KEYS.intersection(vals):
-            graph = self.filtered(lambda server: server.server_type == GRAPH) | self.filtered(
-                "microsoft_graph_subscription_ids"
-            )
-            if graph:
-                self.env["microsoft.outlook.graph.subscription"]._microsoft_graph_servers_changed(
-                    graph
-                )
-        return result
-
-    def unlink(self):
-        self.env["microsoft.outlook.graph.subscription"].sudo().search(
-            [("server_id", "in", self.ids)]
-        )._microsoft_graph_remove()
-        return super().unlink()
-
-    def _microsoft_graph_wipe(self):
-        """Disconnect: the subscription goes first, while the tokens still work."""
-        self.env["microsoft.outlook.graph.subscription"].sudo().search(
-            [("server_id", "in", self.ids)]
-        )._microsoft_graph_remove()
-        return super()._microsoft_graph_wipe()
-
-    def _microsoft_graph_finish_connect(self, flow_sealed, auth_response):
-        result = super()._microsoft_graph_finish_connect(flow_sealed, auth_response)
-        if self._microsoft_graph_wants_notifications(notification_endpoint(self.env)):
-            trigger_once(self.env, SUBSCRIPTION_CRON)
-        return result

@@ -10,6 +10,7 @@ the source of truth (docs/notifications.md).
 
 import datetime
 import hmac
+import ipaddress
 import json
 import re
 import secrets
@@ -124,6 +125,70 @@ def resource_for(mailbox_address=None, folder="inbox"):
         raise ValueError("A folder is a well-known name or a folder id.")
     owner = "/me" if mailbox_address is None else f"/users/{quote_segment(mailbox_address)}"
     return f"{owner}/mailFolders('{folder}')/messages"
+
+
+# The two addresses Microsoft calls, under the database's public base URL.
+NOTIFICATION_PATH = "/microsoft_outlook_graph/notifications"
+LIFECYCLE_PATH = "/microsoft_outlook_graph/lifecycle"
+# Why Microsoft cannot reach a base URL (``NotificationEndpoint.problem``); the host
+# reasons are those of :func:`host_problem`.
+NOT_HTTPS = "not_https"
+NO_HOST = "no_host"
+LOCAL_NAME = "local_name"
+NO_DOMAIN = "no_domain"
+PRIVATE_ADDRESS = "private_address"
+UNREADABLE = "unreadable"
+
+
+@dataclass(frozen=True)
+class NotificationEndpoint:
+    """Where Microsoft would call Odoo, or why it cannot (``problem``, one of the
+    reasons above, with the ``base_url`` it is about)."""
+
+    notification_url: str | None = None
+    lifecycle_url: str | None = None
+    problem: str | None = None
+    base_url: str = ""
+
+
+def host_problem(host):
+    """Why Microsoft cannot reach ``host`` (a reason above), or None."""
+    host = (host or "").strip("[]").lower()
+    if not host:
+        return NO_HOST
+    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
+        return LOCAL_NAME
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return NO_DOMAIN if "." not in host else None
+    return None if address.is_global else PRIVATE_ADDRESS
+
+
+def notification_endpoint(public_url, base_url):
+    """The notification and lifecycle URLs, or why there are none.
+
+    ``public_url`` (the public base URL set for an Odoo behind a reverse proxy, and the
+    tests) wins as it is; otherwise ``base_url`` (Odoo's ``web.base.url``) is used when
+    it is public HTTPS.
+    """
+    base = (public_url or "").strip()
+    if base:
+        base = base.rstrip("/").removesuffix(NOTIFICATION_PATH)
+    else:
+        base = (base_url or "").strip().rstrip("/")
+        try:
+            parts = urllib.parse.urlsplit(base)
+            problem = NOT_HTTPS if parts.scheme != "https" else host_problem(parts.hostname)
+        except ValueError:
+            problem = UNREADABLE
+        if problem:
+            return NotificationEndpoint(problem=problem, base_url=base)
+    return NotificationEndpoint(
+        notification_url=base + NOTIFICATION_PATH,
+        lifecycle_url=base + LIFECYCLE_PATH,
+        base_url=base,
+    )
 
 
 def subscribable(shared, application_permissions=False):

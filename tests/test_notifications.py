@@ -18,17 +18,19 @@ from odoo.tests import tagged
 from odoo.tools import mute_logger
 
 from odoo.addons.microsoft_outlook_graph.hooks import uninstall_hook
+from odoo.addons.microsoft_outlook_graph.models.fetchmail_server import POLL_CRON
 from odoo.addons.microsoft_outlook_graph.models.microsoft_outlook_graph_subscription import (
     GATEWAY_CRON,
-    LIFECYCLE_PATH,
-    NOTIFICATION_PATH,
-    POLL_CRON,
     SUBSCRIPTION_CRON,
     URL_PARAM,
     notification_endpoint,
 )
 from odoo.addons.microsoft_outlook_graph.sandbox import defaults
-from odoo.addons.microsoft_outlook_graph.services.subscriptions import SubscriptionClient
+from odoo.addons.microsoft_outlook_graph.services.subscriptions import (
+    LIFECYCLE_PATH,
+    NOTIFICATION_PATH,
+    SubscriptionClient,
+)
 
 from .common import GraphHttpCase, connect_without_browser
 from .test_incoming import mime

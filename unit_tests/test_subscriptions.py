@@ -13,14 +13,24 @@ from services.errors import GraphPermanentError
 from services.graph import GraphClient
 from services.subscriptions import (
     DEFAULT_MINUTES,
+    LIFECYCLE_PATH,
+    LOCAL_NAME,
     MAX_CLIENT_STATE,
+    NO_DOMAIN,
+    NO_HOST,
+    NOT_HTTPS,
+    NOTIFICATION_PATH,
+    PRIVATE_ADDRESS,
+    UNREADABLE,
     NotificationRejected,
     SubscriptionClient,
     SubscriptionGone,
     client_state_matches,
+    host_problem,
     is_validation_request,
     needs_renewal,
     new_client_state,
+    notification_endpoint,
     parse_graph_datetime,
     parse_notifications,
     resource_for,
@@ -404,3 +414,57 @@ def test_graph_datetimes_and_renewal():
     now = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
     assert needs_renewal(now + datetime.timedelta(hours=11), now)
     assert not needs_renewal(now + datetime.timedelta(hours=13), now)
+
+
+# -- where Microsoft calls Odoo ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "problem"),
+    [
+        (None, NO_HOST),
+        ("", NO_HOST),
+        ("localhost", LOCAL_NAME),
+        ("odoo.local", LOCAL_NAME),
+        ("erp.corp.internal", LOCAL_NAME),
+        ("odoo", NO_DOMAIN),
+        ("10.1.2.3", PRIVATE_ADDRESS),
+        ("[::1]", PRIVATE_ADDRESS),
+        ("203.0.113.7", PRIVATE_ADDRESS),  # documentation range: not global
+        ("8.8.8.8", None),
+        ("odoo.example.com", None),
+    ],
+)
+def test_host_problem_says_why_microsoft_cannot_reach_a_host(host, problem):
+    assert host_problem(host) == problem
+
+
+def test_endpoint_from_a_public_https_base_url():
+    endpoint = notification_endpoint(None, " https://odoo.example.com/ ")
+    assert endpoint.problem is None
+    assert endpoint.notification_url == "https://odoo.example.com" + NOTIFICATION_PATH
+    assert endpoint.lifecycle_url == "https://odoo.example.com" + LIFECYCLE_PATH
+
+
+@pytest.mark.parametrize(
+    ("base_url", "problem"),
+    [
+        ("http://odoo.example.com", NOT_HTTPS),
+        ("", NOT_HTTPS),
+        ("https://192.168.0.10:8443", PRIVATE_ADDRESS),
+        ("https://[::1", UNREADABLE),
+    ],
+)
+def test_endpoint_refused_with_the_reason_and_the_url(base_url, problem):
+    endpoint = notification_endpoint("", base_url)
+    assert (endpoint.problem, endpoint.base_url) == (problem, base_url)
+    assert endpoint.notification_url is endpoint.lifecycle_url is None
+
+
+def test_public_url_set_by_the_admin_wins_as_it_is():
+    endpoint = notification_endpoint(
+        "http://proxy.test" + NOTIFICATION_PATH + "/", "https://odoo.example.com"
+    )
+    assert endpoint.problem is None
+    assert endpoint.notification_url == "http://proxy.test" + NOTIFICATION_PATH
+    assert endpoint.lifecycle_url == "http://proxy.test" + LIFECYCLE_PATH

@@ -15,7 +15,7 @@ It prints the send rate achieved, as a share of the limit: the time the limit ne
 mails (the first minute's 30 at once, then 30 a minute) over the time from the first message
 leaving the sandbox to the last. Also the mails refused by the sandbox, the longest time the
 sandbox held a message back, and the scheduling overhead per mail: the time spent in
-``_microsoft_graph_admit`` (ordering, the ledger, the forecast of the waiting mails).
+the ledger's ``_admit`` (ordering, the ledger, the forecast of the waiting mails).
 """
 
 import datetime
@@ -101,18 +101,18 @@ def next_trigger(env, cron):
 
 def drain(registry, api, options):
     """Run the queue as the cron does, at each trigger, until it is empty; (runs, admit s)."""
-    Server = registry["ir.mail_server"]
-    admit = Server._microsoft_graph_admit
+    Ledger = registry["microsoft.outlook.graph.send.ledger"]
+    admit = Ledger._admit
     spent = [0.0]
 
-    def timed_admit(self, mails):
+    def timed_admit(self, server, mails):
         start = time.perf_counter()
         try:
-            return admit(self, mails)
+            return admit(self, server, mails)
         finally:
             spent[0] += time.perf_counter() - start
 
-    Server._microsoft_graph_admit = timed_admit
+    Ledger._admit = timed_admit
     runs, deadline = 0, time.time() + options.max_minutes * 60
     try:
         while time.time() < deadline:
@@ -131,7 +131,7 @@ def drain(registry, api, options):
             wait = due_at + 1 - time.time()
             time.sleep(max(0.05, min(wait, 60)))
     finally:
-        Server._microsoft_graph_admit = admit
+        Ledger._admit = admit
     return runs, spent[0]
 
 
@@ -176,7 +176,7 @@ def run(options, src, python, database):
     print(
         f"queue runs {runs}; wall {wall:.1f} s; scheduling overhead "
         f"{1000 * admit_seconds / max(sent, 1):.2f} ms per mail "
-        f"({admit_seconds:.1f} s in _microsoft_graph_admit)"
+        f"({admit_seconds:.1f} s in the ledger's _admit)"
     )
     return 0
 

@@ -1,7 +1,6 @@
 import contextlib
 import logging
-import smtplib
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from odoo import api, fields, models
 from odoo.exceptions import UserError, ValidationError
@@ -11,16 +10,14 @@ from odoo.tools import email_normalize
 from odoo.addons.base.models.ir_mail_server import MailDeliveryException
 
 from ..services.errors import GraphAuthError, GraphError, GraphTransientError
-from ..services.send import MAX_MESSAGE_SIZE, GraphAmbiguousSendError, GraphSender
+from ..services.send import (
+    MAX_MESSAGE_SIZE,
+    GraphAmbiguousSendError,
+    GraphSendDeferred,
+    GraphSender,
+)
 from ..services.sending_limits import (
-    RECIPIENTS_PER_DAY,
-    TENANT_EXTERNAL,
-    Admission,
-    Budget,
     Limits,
-    count_external,
-    count_recipients,
-    forecast_shared,
     is_quota_refusal,
 )
 from ..services.sent_items import find_sent_copy, message_recipients
@@ -34,45 +31,6 @@ SEND_LOCK = 0x4D534753
 # How long a throttled or unreachable mailbox rests when Microsoft names no delay.
 DEFAULT_PAUSE = timedelta(seconds=60)
 LAST_SENT_RESOLUTION = timedelta(minutes=1)
-# After Exchange refused a mail for the recipient rate that the ledger allowed (mail sent from
-# the mailbox outside Odoo), sending waits this long, doubling on each refusal up to the cap.
-QUOTA_BACKOFF_MINUTES = 30
-QUOTA_BACKOFF_CAP_MINUTES = 240
-# Hidden setting for tests and benchmarks: multiplies the day and the minute of the limits, as
-# the sandbox's time_scale does.
-TIME_SCALE_PARAM = "microsoft_outlook_graph.sending_limits_time_scale"
-NO_LIMITS = Limits(recipients_per_day=None, recipients_per_message=None, messages_per_minute=None)
-
-
-class GraphSendDeferred(smtplib.SMTPServerDisconnected):
-    """Not sent, not failed: the mail stays in Odoo's queue for a later run.
-
-    Odoo's mail queue leaves a mail "outgoing" (and stops the batch) only on a
-    disconnected SMTP session, hence the base class.
-    """
-
-    def __init__(self, reason, message_id=None):
-        super().__init__(reason)
-        self.reason = reason
-        self.message_id = message_id
-
-
-class _DeferredSendIsNoError(logging.Filter):
-    """Odoo's mail queue logs a dropped SMTP session as an ERROR with its traceback, then
-    lets it stop the batch; for a deferred Graph send that stop is the intended outcome,
-    so the record becomes one WARNING line that says why the mail waits."""
-
-    def filter(self, record):
-        deferred = record.exc_info[1] if record.exc_info else None
-        if isinstance(deferred, GraphSendDeferred):
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.msg = "[Graph API] mail %s stays queued: %s"
-            record.args = (deferred.message_id, deferred.reason)
-            record.exc_info = record.exc_text = None
-        return True
-
-
-logging.getLogger("odoo.addons.mail.models.mail_mail").addFilter(_DeferredSendIsNoError())
 
 
 class GraphMailSession:
@@ -177,109 +135,9 @@ class IrMailServer(models.Model):
         )
         if not graph_servers:
             return
-        for values in graph_servers.sudo()._microsoft_graph_budget_figures().values():
+        Ledger = self.env["microsoft.outlook.graph.send.ledger"].sudo()
+        for values in Ledger._figures(graph_servers.sudo()).values():
             values["server"].with_env(self.env).update(values["figures"])
-
-    def _microsoft_graph_budget_figures(self):
-        """{server id: {"server", "figures"}} of self (Graph servers), computed together."""
-        now = self._microsoft_graph_now()
-        Tenant = self.env["microsoft.outlook.graph.tenant"]
-        groups = {}  # tenant id (or server id) -> servers spending one tenant budget
-        for server in self:
-            tid = server.microsoft_graph_account_tid
-            groups.setdefault(tid or ("server", server.id), self.browse())
-            groups[tid or ("server", server.id)] |= server
-        result = {}
-        for key, group in groups.items():
-            tenant = (
-                Tenant.sudo().search([("tenant_id", "=", key)], limit=1)
-                if isinstance(key, str)
-                else Tenant
-            )
-            servers = group
-            if tenant:
-                # Every server of the tenant, for the forecast of the shared budget.
-                servers |= self.search(
-                    [("smtp_authentication", "=", GRAPH), ("id", "not in", group.ids)]
-                ).filtered(lambda other, tid=key: other.microsoft_graph_account_tid == tid)
-            result.update(self._microsoft_graph_group_figures(servers, group, tenant, now))
-        return result
-
-    def _microsoft_graph_group_figures(self, servers, wanted, tenant, now):
-        """The budget figures of wanted, from one forecast of the waiting mails of servers
-        (every server of one tenant, or one server without a tenant)."""
-        Ledger = self.env["microsoft.outlook.graph.send.ledger"]
-        result = {}
-        limits = {server.id: server._microsoft_graph_limits() for server in servers}
-        accounts = {server.id: server._microsoft_graph_budget_account() for server in servers}
-        longest = max(max(each.window, each.minute) for each in limits.values())
-        rows = Ledger.search_fetch(
-            [
-                ("account", "in", list(set(accounts.values()))),
-                ("sent_at", ">", now - timedelta(seconds=longest)),
-            ],
-            ["account", "sent_at", "recipient_count"],
-            order="sent_at",
-        )
-        ledgers = {}
-        for row in rows:
-            ledgers.setdefault(row.account, []).append((row.sent_at, row.recipient_count))
-        budgets = {
-            server.id: Budget(ledgers.get(accounts[server.id], ()), limits[server.id])
-            for server in servers
-        }
-        shared_limits = tenant._limits() if tenant else NO_LIMITS
-        shared = (
-            Ledger._tenant_budget(tenant.tenant_id, shared_limits, now)._entries if tenant else ()
-        )
-        # Only the columns the forecast needs: a mail.mail record prefetches its message's
-        # body and every other column, which for 10,000 waiting mails took most of a second.
-        Mail = self.env["mail.mail"]
-        columns = ["email_to", "email_cc", "headers", "recipient_ids"]
-        columns += ["microsoft_graph_budget_server_id"]
-        columns += ["mailing_id"] if "mailing_id" in Mail._fields else []
-        waiting = Mail.search_fetch(
-            [
-                ("state", "=", "outgoing"),
-                ("microsoft_graph_budget_server_id", "in", servers.ids),
-            ],
-            columns,
-        )
-        waiting.recipient_ids.fetch(["email"])
-        waiting = waiting._microsoft_graph_queue_order()
-        domains = tenant._accepted_domains() if tenant else frozenset()
-        queue = [
-            (
-                mail.id,
-                mail.microsoft_graph_budget_server_id.id,
-                sum(mail._microsoft_graph_message_recipients()),
-                sum(mail._microsoft_graph_message_external(domains)) if tenant else 0,
-            )
-            for mail in waiting
-        ]
-        plan = forecast_shared(
-            queue,
-            {server.id: budgets[server.id]._entries for server in servers},
-            limits,
-            shared,
-            shared_limits,
-            now,
-        )
-        counts = {}
-        for _mail_id, server_id, _count, _external in queue:
-            counts[server_id] = counts.get(server_id, 0) + 1
-        for server in wanted:
-            budget = budgets[server.id]
-            result[server.id] = {
-                "server": server,
-                "figures": {
-                    "microsoft_graph_recipients_used": budget.recipients_used(now),
-                    "microsoft_graph_messages_last_minute": budget.messages_last_minute(now),
-                    "microsoft_graph_waiting_count": counts.get(server.id, 0),
-                    "microsoft_graph_queue_empties_at": plan.empties_by_key.get(server.id) or False,
-                },
-            }
-        return result
 
     def _compute_smtp_authentication_info(self):
         graph_servers = self.filtered(lambda server: server.smtp_authentication == GRAPH)
@@ -472,7 +330,7 @@ class IrMailServer(models.Model):
 
     def _microsoft_graph_limits(self):
         self.ensure_one()
-        scale = float(self.env["ir.config_parameter"].sudo().get_param(TIME_SCALE_PARAM) or 1)
+        scale = self.env["microsoft.outlook.graph.send.ledger"]._time_scale()
         return Limits(
             recipients_per_day=self.microsoft_graph_recipients_per_day or None,
             recipients_per_message=self.microsoft_graph_recipients_per_message or None,
@@ -498,314 +356,6 @@ class IrMailServer(models.Model):
         return (
             self.env["microsoft.outlook.graph.tenant"].sudo()._of(self.microsoft_graph_account_tid)
         )
-
-    def _microsoft_graph_admit(self, mails):
-        """Of one queue batch, the mails that may go now, in sending order, their messages
-        entered in the ledger; the others wait in the queue with the reason and a time.
-
-        Transactional mail goes before mass mail, oldest first, and no mail overtakes one
-        that waits: a newsletter never starves an invoice, and the forecast holds. Both the
-        account's limits and the tenant's external recipient limit must let a mail go now.
-        """
-        self.ensure_one()
-        limits = self._microsoft_graph_limits()
-        now = self._microsoft_graph_now()
-        account = self._microsoft_graph_budget_account()
-        tenant = self._microsoft_graph_tenant()
-        domains = tenant._accepted_domains() if tenant else None
-        queue = mails._microsoft_graph_queue_order()
-        if self.microsoft_graph_paused_until and self.microsoft_graph_paused_until > now:
-            # Microsoft asked to wait: the first mail meets the pause and says so, the
-            # others stay queued as they are.
-            queue = queue[:1]
-        plans = [
-            (
-                mail,
-                mail._microsoft_graph_message_recipients(),
-                mail._microsoft_graph_message_external(domains)
-                if tenant
-                else [0] * len(mail._microsoft_graph_message_recipients()),
-            )
-            for mail in queue
-        ]
-        admitted, waiting, refused = [], [], []
-        # What holds the rest back: the mailbox's limits stop every later mail; the tenant's
-        # stops later mail to external recipients only (internal mail does not count there).
-        box_blocked = tenant_blocked = None
-        Ledger = self.env["microsoft.outlook.graph.send.ledger"].sudo()
-        with Ledger._locked(account, tenant.tenant_id if tenant else None) as ledger:
-            budget = ledger._budget(account, limits, now)
-            shared = (
-                ledger._tenant_budget(tenant.tenant_id, tenant._limits(), now) if tenant else None
-            )
-            entries = []
-            for mail, counts, externals in plans:
-                if box_blocked is None and not (tenant_blocked and sum(externals)):
-                    admission = self._microsoft_graph_admission(
-                        budget, shared, tenant, sum(counts), sum(externals), now
-                    )
-                    if admission.admitted:
-                        for position, (count, external) in enumerate(
-                            zip(counts, externals, strict=True)
-                        ):
-                            slot = admission.slot if position == 0 else budget.next_slot(0, now)
-                            budget.record(slot, count)
-                            if shared is not None and external:
-                                shared.record(slot, external)
-                            entries.append(
-                                self._microsoft_graph_ledger_entry(
-                                    mail, slot, count, tenant, external
-                                )
-                            )
-                        admitted.append(mail)
-                        continue
-                    if admission.retry_at is None:
-                        refused.append((mail, sum(counts), admission.limit))
-                        continue
-                    if admission.limit == TENANT_EXTERNAL:
-                        tenant_blocked = admission
-                    else:
-                        box_blocked = admission
-                waiting.append((mail, sum(counts), sum(externals), box_blocked or tenant_blocked))
-            ledger.create(entries)
-        Mail = self.env["mail.mail"]
-        admitted = Mail.concat(*admitted)
-        admitted.filtered(
-            lambda mail: mail.microsoft_graph_budget_server_id or mail.microsoft_graph_tenant_id
-        ).write(
-            {
-                "microsoft_graph_budget_server_id": False,
-                "microsoft_graph_tenant_id": False,
-                "microsoft_graph_send_after": False,
-                "microsoft_graph_retry_at": False,
-            }
-        )
-        for mail, count, limit in refused:
-            reason = (
-                self._microsoft_graph_tenant_too_many_reason(count, tenant)
-                if limit == TENANT_EXTERNAL
-                else self._microsoft_graph_too_many_reason(count, limits)
-            )
-            mail._microsoft_graph_refuse(reason)
-        if waiting:
-            self._microsoft_graph_hold(waiting, budget, shared, tenant, now)
-        return admitted
-
-    def _microsoft_graph_admission(self, budget, shared, tenant, count, external, now):
-        """Admission of a mail of count recipients, external of them outside the tenant:
-        the account's limits first, then the tenant's external budget (and its pause)."""
-        limits = budget.limits
-        admission = budget.admit(count, now, hold=limits.minute)
-        if not admission.admitted or not external or shared is None:
-            return admission
-        if tenant.paused_until and tenant.paused_until > now:
-            return Admission(None, tenant.paused_until, TENANT_EXTERNAL)
-        room = shared.room_at(external, now)
-        if room is None:
-            return Admission(None, None, TENANT_EXTERNAL)
-        if room > now:
-            return Admission(None, room, TENANT_EXTERNAL)
-        return admission
-
-    def _microsoft_graph_admit_message(self, message):
-        """The budget check of a message sent without Odoo's queue (``send_email`` called
-        directly): enter it in the ledger, or refuse it with the reason."""
-        limits = self._microsoft_graph_limits()
-        now = self._microsoft_graph_now()
-        account = self._microsoft_graph_budget_account()
-        tenant = self._microsoft_graph_tenant()
-        fields_ = (message.get_all("To"), message.get_all("Cc"), message.get_all("Bcc"))
-        count = count_recipients(*fields_)
-        external = count_external(tenant._accepted_domains(), *fields_) if tenant else 0
-        Ledger = self.env["microsoft.outlook.graph.send.ledger"].sudo()
-        with Ledger._locked(account, tenant.tenant_id if tenant else None) as ledger:
-            shared = (
-                ledger._tenant_budget(tenant.tenant_id, tenant._limits(), now) if tenant else None
-            )
-            admission = self._microsoft_graph_admission(
-                ledger._budget(account, limits, now), shared, tenant, count, external, now
-            )
-            if admission.admitted:
-                ledger.create(
-                    {
-                        "account": account,
-                        "sent_at": admission.slot,
-                        "recipient_count": count,
-                        "message_id": message["Message-Id"],
-                        "mail_server_id": self.id,
-                        "tenant": tenant.tenant_id if tenant else False,
-                        "external_count": external,
-                    }
-                )
-                return
-        if admission.retry_at is None:
-            reason = (
-                self._microsoft_graph_tenant_too_many_reason(external, tenant)
-                if admission.limit == TENANT_EXTERNAL
-                else self._microsoft_graph_too_many_reason(count, limits)
-            )
-        elif admission.limit == TENANT_EXTERNAL:
-            reason = self.env._(
-                "Sending this mail now would go past the Microsoft 365 tenant's daily limit of "
-                "external recipients (%(limit)s); send it after %(time)s UTC.",
-                limit=tenant.external_recipients_per_day,
-                time=admission.retry_at.strftime("%Y-%m-%d %H:%M"),
-            )
-        else:
-            reason = self.env._(
-                "Sending this mail now would go past the Exchange sending limits of "
-                "%(mailbox)s; send it after %(time)s UTC.",
-                mailbox=self.smtp_user,
-                time=admission.retry_at.strftime("%Y-%m-%d %H:%M"),
-            )
-        raise MailDeliveryException(self.env._("Mail Delivery Failed"), reason)
-
-    def _microsoft_graph_ledger_entry(self, mail, slot, count, tenant=None, external=0):
-        return {
-            "account": self._microsoft_graph_budget_account(),
-            "sent_at": slot,
-            "recipient_count": count,
-            "mail_id": mail.id,
-            "message_id": mail.message_id,
-            "mail_server_id": self.id,
-            "tenant": tenant.tenant_id if tenant else False,
-            "external_count": external,
-        }
-
-    def _microsoft_graph_hold(self, waiting, budget, shared, tenant, now):
-        """Leave waiting mails queued, each with the time its turn comes and the limit it
-        waits for, and wake the queue when the first one may go.
-
-        waiting: [(mail, recipients, external recipients, the Admission that holds it)]."""
-        account = self._microsoft_graph_budget_account()
-        plan = forecast_shared(
-            [(mail.id, account, count, external) for mail, count, external, _ in waiting],
-            {account: budget._entries},
-            {account: budget.limits},
-            shared._entries if shared is not None else (),
-            shared.limits if shared is not None else NO_LIMITS,
-            now,
-        )
-        limits = budget.limits
-        templates = {
-            TENANT_EXTERNAL: (
-                self.env._(
-                    "Exchange limit of external recipients of the Microsoft 365 tenant "
-                    "%(tenant)s (%(limit)s in 24 hours, every mailbox together): sends after "
-                    "%(time)s UTC."
-                ),
-                tenant.external_recipients_per_day if tenant else 0,
-            ),
-            RECIPIENTS_PER_DAY: (
-                self.env._(
-                    "Exchange daily recipient limit of %(mailbox)s (%(limit)s recipients in 24 "
-                    "hours): sends after %(time)s UTC."
-                ),
-                limits.recipients_per_day,
-            ),
-        }
-        rate = (
-            self.env._(
-                "Exchange message rate of %(mailbox)s (%(limit)s messages a minute): sends "
-                "after %(time)s UTC."
-            ),
-            limits.messages_per_minute,
-        )
-        groups = {}
-        # Rounded up to the limits' minute: a whole minute, or its time-scaled length.
-        step = max(limits.minute, 1)
-        for mail, _count, _external, blocked in waiting:
-            slot = max(plan.time_of(mail.id) or blocked.retry_at, blocked.retry_at)
-            seconds = slot.replace(tzinfo=UTC).timestamp()
-            rounded = -(-seconds // step) * step
-            minute = datetime.fromtimestamp(rounded, UTC).replace(tzinfo=None, microsecond=0)
-            if minute < slot:
-                minute += timedelta(seconds=1)
-            groups.setdefault((minute, blocked.limit), []).append(mail.id)
-        Mail = self.env["mail.mail"]
-        for (minute, limit_name), mail_ids in groups.items():
-            template, limit = templates.get(limit_name, rate)
-            Mail.browse(mail_ids).write(
-                {
-                    "microsoft_graph_budget_server_id": self.id,
-                    "microsoft_graph_tenant_id": tenant.id
-                    if limit_name == TENANT_EXTERNAL
-                    else False,
-                    "microsoft_graph_send_after": minute,
-                    # Short waits for the message rate stay due: the next run takes them.
-                    "microsoft_graph_retry_at": minute if limit_name in templates else False,
-                    "failure_reason": template
-                    % {
-                        "mailbox": self.smtp_user,
-                        "tenant": tenant.name if tenant else "-",
-                        "limit": limit,
-                        "time": minute.strftime("%Y-%m-%d %H:%M"),
-                    },
-                }
-            )
-        first = min(blocked.retry_at for _mail, _count, _external, blocked in waiting)
-        _logger.info(
-            "[Graph API] %s mails for %s wait for the %s limit; the first may go at %s UTC",
-            len(waiting),
-            email_normalize(self.smtp_user),
-            " and ".join(sorted({blocked.limit for *_rest, blocked in waiting})),
-            first,
-        )
-        self.env.ref("mail.ir_cron_mail_scheduler_action").sudo()._trigger(first)
-
-    def _microsoft_graph_tenant_too_many_reason(self, count, tenant):
-        return self.env._(
-            "This mail has %(count)s external recipients, more than the Microsoft 365 tenant "
-            "%(tenant)s may send to in 24 hours (%(limit)s). Split it, or raise the tenant's "
-            "licence count or limit if Microsoft's is higher.",
-            count=count,
-            tenant=tenant.name,
-            limit=tenant.external_recipients_per_day,
-        )
-
-    def _microsoft_graph_too_many_reason(self, count, limits):
-        per_message = limits.recipients_per_message
-        if per_message is not None and count > per_message:
-            return self.env._(
-                "This mail has %(count)s recipients in one message; Exchange accepts at most "
-                "%(limit)s from %(mailbox)s. Send it to fewer recipients at once (a mass "
-                "mailing sends one message per recipient), or, if the Microsoft 365 admin "
-                "raised the tenant's limit (up to 1,000), raise “Recipients per Message” on "
-                "the outgoing server.",
-                count=count,
-                limit=per_message,
-                mailbox=self.smtp_user,
-            )
-        return self.env._(
-            "This mail has %(count)s recipients, more than %(mailbox)s may send in 24 hours "
-            "(%(limit)s). Split it, or send it through another server.",
-            count=count,
-            limit=limits.recipients_per_day,
-            mailbox=self.smtp_user,
-        )
-
-    def _microsoft_graph_quota_refused(self):
-        """Exchange refused mail for the recipient rate although the ledger had room: mail
-        left the mailbox outside Odoo. Wait, longer at each refusal, instead of asking
-        again for every queued mail (each ask would be refused and reported)."""
-        self.ensure_one()
-        backoff = min(
-            max(QUOTA_BACKOFF_MINUTES, 2 * self.microsoft_graph_quota_backoff),
-            QUOTA_BACKOFF_CAP_MINUTES,
-        )
-        scale = self._microsoft_graph_limits().window / 86_400
-        until = self._microsoft_graph_now() + timedelta(minutes=backoff * scale)
-        self.write(
-            {"microsoft_graph_quota_backoff": backoff, "microsoft_graph_paused_until": until}
-        )
-        _logger.warning(
-            "[Graph API] Exchange refused mail from %s for its daily recipient limit, which "
-            "Odoo's ledger had not reached (mail sent outside Odoo counts too): sending waits "
-            "until %s UTC",
-            email_normalize(self.smtp_user),
-            until,
-        )
-        return until
 
     def _microsoft_graph_sender(self):
         self.ensure_one()
@@ -843,7 +393,7 @@ class IrMailServer(models.Model):
             )
         if not self.env.context.get("microsoft_graph_admitted"):
             # Sent outside Odoo's mail queue: no waiting room, so over budget is an error.
-            self._microsoft_graph_admit_message(message)
+            self.env["microsoft.outlook.graph.send.ledger"].sudo()._admit_message(self, message)
         shared = self.microsoft_graph_mailbox_kind == "shared"
         from_address = self._microsoft_graph_mailbox_address() if shared else None
         sender = sender or self._microsoft_graph_sender()
@@ -878,7 +428,7 @@ class IrMailServer(models.Model):
             ) from None
         except GraphTransientError as exc:
             if is_quota_refusal(exc):
-                until = self._microsoft_graph_quota_refused()
+                until = self.env["microsoft.outlook.graph.send.ledger"].sudo()._quota_refused(self)
                 raise GraphSendDeferred(
                     self.env._(
                         "Exchange refused to send from %(mailbox)s: its daily recipient limit "

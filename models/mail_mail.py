@@ -6,8 +6,9 @@ import psycopg2
 
 from odoo import api, fields, models
 
+from ..services.send import GraphSendDeferred
 from ..services.sending_limits import count_external, count_recipients
-from .ir_mail_server import GRAPH, GraphSendDeferred
+from .microsoft_outlook_graph_mixin import GRAPH
 
 _logger = logging.getLogger(__name__)
 
@@ -143,7 +144,8 @@ class MailMail(models.Model):
             mails = self._microsoft_graph_claim()
             if not mails:
                 return True
-            mails = server.sudo()._microsoft_graph_admit(mails).with_env(self.env)
+            Ledger = self.env["microsoft.outlook.graph.send.ledger"].sudo()
+            mails = Ledger._admit(server.sudo(), mails).with_env(self.env)
             slice_ = float(
                 self.env["ir.config_parameter"].sudo().get_param(SEND_SLICE_PARAM) or SEND_SLICE
             )
@@ -188,9 +190,7 @@ class MailMail(models.Model):
             finally:
                 # What did not leave counts for nothing against the limits. On the ledger's
                 # own cursor, by ids: this transaction may have failed.
-                self.env["microsoft.outlook.graph.send.ledger"].sudo()._release(
-                    server.sudo()._microsoft_graph_budget_account(), mails.ids
-                )
+                Ledger._release(server.sudo()._microsoft_graph_budget_account(), mails.ids)
 
     def _microsoft_graph_claim(self):
         """The mails of self this transaction may send: still queued as it sees them, and

@@ -5,11 +5,21 @@ from datetime import timedelta
 from odoo import api, fields, models
 from odoo.tools import email_normalize
 
+from odoo.addons.base.models.ir_mail_server import MailDeliveryException
+
 from ..services.sending_limits import (
+    NO_LIMITS,
+    RECIPIENTS_PER_DAY,
     TENANT_EXTERNAL,
     Budget,
+    admit_with_tenant,
+    count_external,
+    count_recipients,
+    forecast_shared,
     generated_by_exchange,
+    next_backoff,
     quota_ndr_limit,
+    round_up,
 )
 from .committed_cursor import committed_cursor
 from .microsoft_outlook_graph_mixin import GRAPH
@@ -22,6 +32,8 @@ LEDGER_LOCK = 0x4D534C47
 TENANT_LOCK = 0x4D53544C
 # Entries are purged once they count for no limit any more (with room for a time scale > 1).
 KEEP = timedelta(days=3)
+# Hidden setting for tests and benchmarks (see _time_scale).
+TIME_SCALE_PARAM = "microsoft_outlook_graph.sending_limits_time_scale"
 
 
 class MicrosoftOutlookGraphSendLedger(models.Model):
@@ -182,7 +194,7 @@ class MicrosoftOutlookGraphSendLedger(models.Model):
             )
         else:
             for each in servers:
-                each._microsoft_graph_quota_refused()
+                self._quota_refused(each)
             paused_until = server.microsoft_graph_paused_until
             reason = self.env._(
                 "Exchange refused this mail: the daily recipient limit of %(mailbox)s was "
@@ -262,6 +274,409 @@ class MicrosoftOutlookGraphSendLedger(models.Model):
                 email_normalize(server.microsoft_graph_account_address or ""),
             }
         )
+
+    # sending limits: admission, holds, back-off, forecast -------------------------------
+
+    @api.model
+    def _time_scale(self):
+        """Hidden setting for tests and benchmarks: multiplies the day and the minute of every
+        limit, as the sandbox's time_scale does."""
+        return float(self.env["ir.config_parameter"].sudo().get_param(TIME_SCALE_PARAM) or 1)
+
+    @api.model
+    def _admit(self, server, mails):
+        """Of one queue batch of server, the mails that may go now, in sending order, their
+        messages entered in the ledger; the others wait in the queue with the reason and a time.
+
+        Transactional mail goes before mass mail, oldest first, and no mail overtakes one
+        that waits: a newsletter never starves an invoice, and the forecast holds. Both the
+        account's limits and the tenant's external recipient limit must let a mail go now.
+        """
+        server.ensure_one()
+        limits = server._microsoft_graph_limits()
+        now = server._microsoft_graph_now()
+        account = server._microsoft_graph_budget_account()
+        tenant = server._microsoft_graph_tenant()
+        domains = tenant._accepted_domains() if tenant else None
+        queue = mails._microsoft_graph_queue_order()
+        if server.microsoft_graph_paused_until and server.microsoft_graph_paused_until > now:
+            # Microsoft asked to wait: the first mail meets the pause and says so, the
+            # others stay queued as they are.
+            queue = queue[:1]
+        plans = [
+            (
+                mail,
+                mail._microsoft_graph_message_recipients(),
+                mail._microsoft_graph_message_external(domains)
+                if tenant
+                else [0] * len(mail._microsoft_graph_message_recipients()),
+            )
+            for mail in queue
+        ]
+        admitted, waiting, refused = [], [], []
+        # What holds the rest back: the mailbox's limits stop every later mail; the tenant's
+        # stops later mail to external recipients only (internal mail does not count there).
+        box_blocked = tenant_blocked = None
+        with self.sudo()._locked(account, tenant.tenant_id if tenant else None) as ledger:
+            budget = ledger._budget(account, limits, now)
+            shared = (
+                ledger._tenant_budget(tenant.tenant_id, tenant._limits(), now) if tenant else None
+            )
+            entries = []
+            for mail, counts, externals in plans:
+                if box_blocked is None and not (tenant_blocked and sum(externals)):
+                    admission = admit_with_tenant(
+                        budget,
+                        shared,
+                        sum(counts),
+                        sum(externals),
+                        now,
+                        tenant.paused_until if tenant else None,
+                    )
+                    if admission.admitted:
+                        for position, (count, external) in enumerate(
+                            zip(counts, externals, strict=True)
+                        ):
+                            slot = admission.slot if position == 0 else budget.next_slot(0, now)
+                            budget.record(slot, count)
+                            if shared is not None and external:
+                                shared.record(slot, external)
+                            entries.append(
+                                {
+                                    "account": account,
+                                    "sent_at": slot,
+                                    "recipient_count": count,
+                                    "mail_id": mail.id,
+                                    "message_id": mail.message_id,
+                                    "mail_server_id": server.id,
+                                    "tenant": tenant.tenant_id if tenant else False,
+                                    "external_count": external,
+                                }
+                            )
+                        admitted.append(mail)
+                        continue
+                    if admission.retry_at is None:
+                        refused.append((mail, sum(counts), admission.limit))
+                        continue
+                    if admission.limit == TENANT_EXTERNAL:
+                        tenant_blocked = admission
+                    else:
+                        box_blocked = admission
+                waiting.append((mail, sum(counts), sum(externals), box_blocked or tenant_blocked))
+            ledger.create(entries)
+        Mail = self.env["mail.mail"]
+        admitted = Mail.concat(*admitted)
+        admitted.filtered(
+            lambda mail: mail.microsoft_graph_budget_server_id or mail.microsoft_graph_tenant_id
+        ).write(
+            {
+                "microsoft_graph_budget_server_id": False,
+                "microsoft_graph_tenant_id": False,
+                "microsoft_graph_send_after": False,
+                "microsoft_graph_retry_at": False,
+            }
+        )
+        for mail, count, limit in refused:
+            reason = (
+                self._tenant_too_many_reason(count, tenant)
+                if limit == TENANT_EXTERNAL
+                else self._too_many_reason(server, count, limits)
+            )
+            mail._microsoft_graph_refuse(reason)
+        if waiting:
+            self._hold(server, waiting, budget, shared, tenant, now)
+        return admitted
+
+    @api.model
+    def _admit_message(self, server, message):
+        """The budget check of a message server sends without Odoo's queue (``send_email``
+        called directly): enter it in the ledger, or refuse it with the reason."""
+        limits = server._microsoft_graph_limits()
+        now = server._microsoft_graph_now()
+        account = server._microsoft_graph_budget_account()
+        tenant = server._microsoft_graph_tenant()
+        fields_ = (message.get_all("To"), message.get_all("Cc"), message.get_all("Bcc"))
+        count = count_recipients(*fields_)
+        external = count_external(tenant._accepted_domains(), *fields_) if tenant else 0
+        with self.sudo()._locked(account, tenant.tenant_id if tenant else None) as ledger:
+            shared = (
+                ledger._tenant_budget(tenant.tenant_id, tenant._limits(), now) if tenant else None
+            )
+            admission = admit_with_tenant(
+                ledger._budget(account, limits, now),
+                shared,
+                count,
+                external,
+                now,
+                tenant.paused_until if tenant else None,
+            )
+            if admission.admitted:
+                ledger.create(
+                    {
+                        "account": account,
+                        "sent_at": admission.slot,
+                        "recipient_count": count,
+                        "message_id": message["Message-Id"],
+                        "mail_server_id": server.id,
+                        "tenant": tenant.tenant_id if tenant else False,
+                        "external_count": external,
+                    }
+                )
+                return
+        if admission.retry_at is None:
+            reason = (
+                self._tenant_too_many_reason(external, tenant)
+                if admission.limit == TENANT_EXTERNAL
+                else self._too_many_reason(server, count, limits)
+            )
+        elif admission.limit == TENANT_EXTERNAL:
+            reason = self.env._(
+                "Sending this mail now would go past the Microsoft 365 tenant's daily limit of "
+                "external recipients (%(limit)s); send it after %(time)s UTC.",
+                limit=tenant.external_recipients_per_day,
+                time=admission.retry_at.strftime("%Y-%m-%d %H:%M"),
+            )
+        else:
+            reason = self.env._(
+                "Sending this mail now would go past the Exchange sending limits of "
+                "%(mailbox)s; send it after %(time)s UTC.",
+                mailbox=server.smtp_user,
+                time=admission.retry_at.strftime("%Y-%m-%d %H:%M"),
+            )
+        raise MailDeliveryException(self.env._("Mail Delivery Failed"), reason)
+
+    @api.model
+    def _hold(self, server, waiting, budget, shared, tenant, now):
+        """Leave waiting mails of server queued, each with the time its turn comes and the
+        limit it waits for, and wake the queue when the first one may go.
+
+        waiting: [(mail, recipients, external recipients, the Admission that holds it)]."""
+        account = server._microsoft_graph_budget_account()
+        plan = forecast_shared(
+            [(mail.id, account, count, external) for mail, count, external, _ in waiting],
+            {account: budget._entries},
+            {account: budget.limits},
+            shared._entries if shared is not None else (),
+            shared.limits if shared is not None else NO_LIMITS,
+            now,
+        )
+        limits = budget.limits
+        templates = {
+            TENANT_EXTERNAL: (
+                self.env._(
+                    "Exchange limit of external recipients of the Microsoft 365 tenant "
+                    "%(tenant)s (%(limit)s in 24 hours, every mailbox together): sends after "
+                    "%(time)s UTC."
+                ),
+                tenant.external_recipients_per_day if tenant else 0,
+            ),
+            RECIPIENTS_PER_DAY: (
+                self.env._(
+                    "Exchange daily recipient limit of %(mailbox)s (%(limit)s recipients in 24 "
+                    "hours): sends after %(time)s UTC."
+                ),
+                limits.recipients_per_day,
+            ),
+        }
+        rate = (
+            self.env._(
+                "Exchange message rate of %(mailbox)s (%(limit)s messages a minute): sends "
+                "after %(time)s UTC."
+            ),
+            limits.messages_per_minute,
+        )
+        groups = {}
+        for mail, _count, _external, blocked in waiting:
+            slot = max(plan.time_of(mail.id) or blocked.retry_at, blocked.retry_at)
+            # Rounded up to the limits' minute: a whole minute, or its time-scaled length.
+            minute = round_up(slot, limits.minute)
+            groups.setdefault((minute, blocked.limit), []).append(mail.id)
+        Mail = self.env["mail.mail"]
+        for (minute, limit_name), mail_ids in groups.items():
+            template, limit = templates.get(limit_name, rate)
+            Mail.browse(mail_ids).write(
+                {
+                    "microsoft_graph_budget_server_id": server.id,
+                    "microsoft_graph_tenant_id": tenant.id
+                    if limit_name == TENANT_EXTERNAL
+                    else False,
+                    "microsoft_graph_send_after": minute,
+                    # Short waits for the message rate stay due: the next run takes them.
+                    "microsoft_graph_retry_at": minute if limit_name in templates else False,
+                    "failure_reason": template
+                    % {
+                        "mailbox": server.smtp_user,
+                        "tenant": tenant.name if tenant else "-",
+                        "limit": limit,
+                        "time": minute.strftime("%Y-%m-%d %H:%M"),
+                    },
+                }
+            )
+        first = min(blocked.retry_at for _mail, _count, _external, blocked in waiting)
+        _logger.info(
+            "[Graph API] %s mails for %s wait for the %s limit; the first may go at %s UTC",
+            len(waiting),
+            email_normalize(server.smtp_user),
+            " and ".join(sorted({blocked.limit for *_rest, blocked in waiting})),
+            first,
+        )
+        self.env.ref("mail.ir_cron_mail_scheduler_action").sudo()._trigger(first)
+
+    @api.model
+    def _tenant_too_many_reason(self, count, tenant):
+        return self.env._(
+            "This mail has %(count)s external recipients, more than the Microsoft 365 tenant "
+            "%(tenant)s may send to in 24 hours (%(limit)s). Split it, or raise the tenant's "
+            "licence count or limit if Microsoft's is higher.",
+            count=count,
+            tenant=tenant.name,
+            limit=tenant.external_recipients_per_day,
+        )
+
+    @api.model
+    def _too_many_reason(self, server, count, limits):
+        per_message = limits.recipients_per_message
+        if per_message is not None and count > per_message:
+            return self.env._(
+                "This mail has %(count)s recipients in one message; Exchange accepts at most "
+                "%(limit)s from %(mailbox)s. Send it to fewer recipients at once (a mass "
+                "mailing sends one message per recipient), or, if the Microsoft 365 admin "
+                "raised the tenant's limit (up to 1,000), raise “Recipients per Message” on "
+                "the outgoing server.",
+                count=count,
+                limit=per_message,
+                mailbox=server.smtp_user,
+            )
+        return self.env._(
+            "This mail has %(count)s recipients, more than %(mailbox)s may send in 24 hours "
+            "(%(limit)s). Split it, or send it through another server.",
+            count=count,
+            limit=limits.recipients_per_day,
+            mailbox=server.smtp_user,
+        )
+
+    @api.model
+    def _quota_refused(self, server):
+        """Exchange refused mail of server for the recipient rate although the ledger had
+        room: mail left the mailbox outside Odoo. Wait, longer at each refusal, instead of
+        asking again for every queued mail (each ask would be refused and reported)."""
+        server.ensure_one()
+        backoff = next_backoff(server.microsoft_graph_quota_backoff)
+        until = server._microsoft_graph_now() + timedelta(minutes=backoff * self._time_scale())
+        server.write(
+            {"microsoft_graph_quota_backoff": backoff, "microsoft_graph_paused_until": until}
+        )
+        _logger.warning(
+            "[Graph API] Exchange refused mail from %s for its daily recipient limit, which "
+            "Odoo's ledger had not reached (mail sent outside Odoo counts too): sending waits "
+            "until %s UTC",
+            email_normalize(server.smtp_user),
+            until,
+        )
+        return until
+
+    @api.model
+    def _figures(self, servers):
+        """{server id: {"server", "figures"}}: the budget figures of servers (Graph servers)
+        as their form and the health list show them, computed together: one forecast per
+        tenant of all its waiting mails (its mailboxes share the tenant's external budget)."""
+        now = servers._microsoft_graph_now()
+        Tenant = self.env["microsoft.outlook.graph.tenant"].sudo()
+        groups = {}  # tenant id (or server id) -> servers spending one tenant budget
+        for server in servers:
+            key = server.microsoft_graph_account_tid or ("server", server.id)
+            groups[key] = groups.get(key, servers.browse()) | server
+        result = {}
+        for key, group in groups.items():
+            tenant = (
+                Tenant.search([("tenant_id", "=", key)], limit=1)
+                if isinstance(key, str)
+                else Tenant
+            )
+            spending = group
+            if tenant:
+                # Every server of the tenant, for the forecast of the shared budget.
+                spending |= servers.search(
+                    [("smtp_authentication", "=", GRAPH), ("id", "not in", group.ids)]
+                ).filtered(lambda other, tid=key: other.microsoft_graph_account_tid == tid)
+            result.update(self._group_figures(spending, group, tenant, now))
+        return result
+
+    @api.model
+    def _group_figures(self, servers, wanted, tenant, now):
+        """The budget figures of wanted, from one forecast of the waiting mails of servers
+        (every server of one tenant, or one server without a tenant)."""
+        limits = {server.id: server._microsoft_graph_limits() for server in servers}
+        accounts = {server.id: server._microsoft_graph_budget_account() for server in servers}
+        longest = max(max(each.window, each.minute) for each in limits.values())
+        rows = self.search_fetch(
+            [
+                ("account", "in", list(set(accounts.values()))),
+                ("sent_at", ">", now - timedelta(seconds=longest)),
+            ],
+            ["account", "sent_at", "recipient_count"],
+            order="sent_at",
+        )
+        ledgers = {}
+        for row in rows:
+            ledgers.setdefault(row.account, []).append((row.sent_at, row.recipient_count))
+        budgets = {
+            server.id: Budget(ledgers.get(accounts[server.id], ()), limits[server.id])
+            for server in servers
+        }
+        shared_limits = tenant._limits() if tenant else NO_LIMITS
+        shared = (
+            self._tenant_budget(tenant.tenant_id, shared_limits, now)._entries if tenant else ()
+        )
+        # Only the columns the forecast needs: a mail.mail record prefetches its message's
+        # body and every other column, which for 10,000 waiting mails took most of a second.
+        Mail = self.env["mail.mail"]
+        columns = ["email_to", "email_cc", "headers", "recipient_ids"]
+        columns += ["microsoft_graph_budget_server_id"]
+        columns += ["mailing_id"] if "mailing_id" in Mail._fields else []
+        waiting = Mail.search_fetch(
+            [
+                ("state", "=", "outgoing"),
+                ("microsoft_graph_budget_server_id", "in", servers.ids),
+            ],
+            columns,
+        )
+        waiting.recipient_ids.fetch(["email"])
+        waiting = waiting._microsoft_graph_queue_order()
+        domains = tenant._accepted_domains() if tenant else frozenset()
+        queue = [
+            (
+                mail.id,
+                mail.microsoft_graph_budget_server_id.id,
+                sum(mail._microsoft_graph_message_recipients()),
+                sum(mail._microsoft_graph_message_external(domains)) if tenant else 0,
+            )
+            for mail in waiting
+        ]
+        plan = forecast_shared(
+            queue,
+            {server.id: budgets[server.id]._entries for server in servers},
+            limits,
+            shared,
+            shared_limits,
+            now,
+        )
+        counts = {}
+        for _mail_id, server_id, _count, _external in queue:
+            counts[server_id] = counts.get(server_id, 0) + 1
+        result = {}
+        for server in wanted:
+            budget = budgets[server.id]
+            result[server.id] = {
+                "server": server,
+                "figures": {
+                    "microsoft_graph_recipients_used": budget.recipients_used(now),
+                    "microsoft_graph_messages_last_minute": budget.messages_last_minute(now),
+                    "microsoft_graph_waiting_count": counts.get(server.id, 0),
+                    "microsoft_graph_queue_empties_at": plan.empties_by_key.get(server.id) or False,
+                },
+            }
+        return result
 
     @api.autovacuum
     def _gc_old_entries(self):

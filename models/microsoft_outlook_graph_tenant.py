@@ -10,16 +10,11 @@ from odoo.tools import SQL
 from ..services.sending_limits import (
     Limits,
     accepted_domains,
+    next_backoff,
     tenant_external_limit,
 )
 
 _logger = logging.getLogger(__name__)
-
-TIME_SCALE_PARAM = "microsoft_outlook_graph.sending_limits_time_scale"
-# After Exchange refused external mail for the tenant's limit that the ledger allowed (mail sent
-# outside Odoo), the tenant's external mail waits this long, doubling up to the cap.
-QUOTA_BACKOFF_MINUTES = 30
-QUOTA_BACKOFF_CAP_MINUTES = 240
 
 
 class MicrosoftOutlookGraphTenant(models.Model):
@@ -139,8 +134,7 @@ class MicrosoftOutlookGraphTenant(models.Model):
             tenant.waiting_count = waiting.get(tenant, 0)
 
     def _window(self):
-        scale = float(self.env["ir.config_parameter"].sudo().get_param(TIME_SCALE_PARAM) or 1)
-        return 86_400 * scale
+        return 86_400 * self.env["microsoft.outlook.graph.send.ledger"]._time_scale()
 
     # ------------------------------------------------------------------
 
@@ -234,7 +228,7 @@ class MicrosoftOutlookGraphTenant(models.Model):
         """Exchange refused external mail for the tenant's limit although the ledger had
         room: the tenant's external mail waits, longer at each refusal."""
         self.ensure_one()
-        backoff = min(max(QUOTA_BACKOFF_MINUTES, 2 * self.quota_backoff), QUOTA_BACKOFF_CAP_MINUTES)
+        backoff = next_backoff(self.quota_backoff)
         until = now + timedelta(minutes=backoff * self._window() / 86_400)
         self.write({"quota_backoff": backoff, "paused_until": until})
         _logger.warning(

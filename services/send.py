@@ -13,6 +13,7 @@ import email.utils
 import itertools
 import logging
 import quopri
+import smtplib
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesHeaderParser
@@ -28,6 +29,20 @@ from .errors import (
     GraphTransientError,
 )
 from .graph import quote_segment
+
+
+class GraphSendDeferred(smtplib.SMTPServerDisconnected):
+    """Not sent, not failed: the mail stays in Odoo's queue for a later run.
+
+    Odoo's mail queue leaves a mail "outgoing" (and stops the batch) only on a
+    disconnected SMTP session, hence the base class.
+    """
+
+    def __init__(self, reason, message_id=None):
+        super().__init__(reason)
+        self.reason = reason
+        self.message_id = message_id
+
 
 _logger = logging.getLogger(__name__)
 

@@ -44,6 +44,7 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+NO_LIMITS = Limits(recipients_per_day=None, recipients_per_message=None, messages_per_minute=None)
 
 
 # times ------------------------------------------------------------------------------------
@@ -299,6 +300,44 @@ class Budget:
         if slot > seconds + hold:
             return Admission(None, _like(now, slot - hold), MESSAGES_PER_MINUTE)
         return Admission(_like(now, slot), _like(now, slot), None)
+
+
+def admit_with_tenant(budget, shared, count, external, now, tenant_paused_until=None):
+    """Admission of a message of count recipients, external of them outside the tenant: the
+    account's Budget first (its message rate may hold it a minute), then the tenant's external
+    Budget shared (None: no tenant) and the tenant's pause after a refusal Odoo did not expect."""
+    admission = budget.admit(count, now, hold=budget.limits.minute)
+    if not admission.admitted or not external or shared is None:
+        return admission
+    if tenant_paused_until and tenant_paused_until > now:
+        return Admission(None, tenant_paused_until, TENANT_EXTERNAL)
+    room = shared.room_at(external, now)
+    if room is None or room > now:
+        return Admission(None, room, TENANT_EXTERNAL)
+    return admission
+
+
+def round_up(moment, step):
+    """A naive UTC datetime rounded up to a multiple of step seconds (never before moment):
+    the time a waiting mail is said to go, in whole minutes (or time-scaled ones)."""
+    step = max(step, 1)
+    seconds = moment.replace(tzinfo=UTC).timestamp()
+    rounded = -(-seconds // step) * step
+    result = datetime.datetime.fromtimestamp(rounded, UTC).replace(tzinfo=None, microsecond=0)
+    if result < moment:
+        result += datetime.timedelta(seconds=1)
+    return result
+
+
+# After Exchange refused mail for a rate that Odoo's ledger allowed (mail sent outside Odoo
+# counts too), sending waits this long, doubling on each refusal up to the cap.
+QUOTA_BACKOFF_MINUTES = 30
+QUOTA_BACKOFF_CAP_MINUTES = 240
+
+
+def next_backoff(previous_minutes):
+    """Minutes to wait after an unexpected quota refusal, given the previous wait (0: none)."""
+    return min(max(QUOTA_BACKOFF_MINUTES, 2 * (previous_minutes or 0)), QUOTA_BACKOFF_CAP_MINUTES)
 
 
 # forecast -----------------------------------------------------------------------------------

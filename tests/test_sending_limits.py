@@ -510,9 +510,8 @@ class TestSendingLimitsTwoWorkers(TransactionCase):
                     env = api.Environment(cr, SUPERUSER_ID, {})
                     server = env["ir.mail_server"].browse(self.server_id)
                     start.wait(timeout=120)
-                    admitted.extend(
-                        server._microsoft_graph_admit(env["mail.mail"].browse(mail_ids)).ids
-                    )
+                    Ledger = env["microsoft.outlook.graph.send.ledger"]
+                    admitted.extend(Ledger._admit(server, env["mail.mail"].browse(mail_ids)).ids)
             except Exception as exc:  # reported by the test
                 errors.append(exc)
 

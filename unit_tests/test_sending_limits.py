@@ -658,3 +658,44 @@ def test_forecast_shared_never_goes_past_either_limit(seed):
                 )
     for start, _ in external:
         assert sum(c for t, c in external if start <= t < start + 1000) <= tenant.recipients_per_day
+
+
+# admission with the tenant, rounding, back-off (the ledger model's arithmetic) -----------------
+
+
+def test_admit_with_tenant_checks_the_mailbox_then_the_tenant():
+    box = Limits(recipients_per_day=10, messages_per_minute=None)
+    tenant = Limits(recipients_per_day=5, recipients_per_message=None, messages_per_minute=None)
+    budget = Budget([], box)
+    shared = Budget([(T0 - 100, 4)], tenant)
+    # Internal recipients never meet the tenant's limit.
+    assert sending_limits.admit_with_tenant(budget, shared, 3, 0, T0).admitted
+    held = sending_limits.admit_with_tenant(budget, shared, 3, 2, T0)
+    assert (held.slot, held.retry_at, held.limit) == (
+        None,
+        T0 - 100 + DAY,
+        "tenant_external_recipients",
+    )
+    never = sending_limits.admit_with_tenant(budget, shared, 6, 6, T0)
+    assert (never.retry_at, never.limit) == (None, "tenant_external_recipients")
+    paused = sending_limits.admit_with_tenant(budget, shared, 1, 1, T0, tenant_paused_until=T0 + 60)
+    assert (paused.retry_at, paused.limit) == (T0 + 60, "tenant_external_recipients")
+    # The mailbox's own limits are asked first: too many for it, whatever the tenant.
+    refused = sending_limits.admit_with_tenant(budget, shared, 11, 0, T0)
+    assert (refused.retry_at, refused.limit) == (None, RECIPIENTS_PER_DAY)
+
+
+def test_round_up_to_the_limits_minute_never_before_the_moment():
+    moment = datetime.datetime(2026, 1, 1, 10, 0, 1, 500_000)
+    assert sending_limits.round_up(moment, 60) == datetime.datetime(2026, 1, 1, 10, 1)
+    exact = datetime.datetime(2026, 1, 1, 10, 1)
+    assert sending_limits.round_up(exact, 60) == exact
+    # A time-scaled minute of less than a second rounds to the next whole second.
+    assert sending_limits.round_up(moment, 0.06) == datetime.datetime(2026, 1, 1, 10, 0, 2)
+
+
+def test_quota_backoff_doubles_up_to_its_cap():
+    waits = [sending_limits.next_backoff(0)]
+    for _ in range(4):
+        waits.append(sending_limits.next_backoff(waits[-1]))
+    assert waits == [30, 60, 120, 240, 240]

@@ -2,7 +2,7 @@
     "name": "Microsoft Outlook through Microsoft Graph",
     "summary": "Send and receive Odoo mail through Microsoft Graph, "
     "for personal and shared Microsoft 365 mailboxes",
-    "version": "19.0.1.1.0",
+    "version": "19.0.1.2.0",
     "category": "Hidden/Tools",
     "license": "LGPL-3",
     "author": "microsoft_outlook_graph developers",
@@ -18,10 +18,8 @@
         "views/templates.xml",
         "views/microsoft_outlook_graph_mailbox_views.xml",
         "views/microsoft_outlook_graph_tenant_views.xml",
-        "data/microsoft_outlook_graph_health_cron.xml",
         "views/microsoft_outlook_graph_subscription_views.xml",
-        "data/microsoft_outlook_graph_subscription_cron.xml",
-        "data/microsoft_outlook_graph_poll_cron.xml",
+        "data/ir_cron_data.xml",
     ],
     "assets": {
         "web.assets_backend": [

@@ -52,7 +52,7 @@ from common import (
 )
 
 GATEWAY_CRON = "mail.ir_cron_mail_gateway_action"
-SUBSCRIPTION_CRON = "microsoft_outlook_graph.ir_cron_microsoft_graph_subscriptions"
+SUBSCRIPTION_CRON = "microsoft_outlook_graph.ir_cron_microsoft_outlook_graph_subscriptions"
 URL_PARAM = "microsoft_outlook_graph.notification_url"
 POLL = 0.1  # seconds between two looks at mail_message
 INTERVAL_SECONDS = {"minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800}

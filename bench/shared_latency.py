@@ -68,10 +68,10 @@ from notification_latency import (
 )
 
 SHARED = "sales@contoso.test"
-POLL_CRON = "microsoft_outlook_graph.ir_cron_microsoft_graph_poll"
+POLL_CRON = "microsoft_outlook_graph.ir_cron_microsoft_outlook_graph_poll"
 POLL_STARTS = re.compile(
-    r"^(\S+ \S+),\d+ .*Job 'Outlook: Check Mailboxes Without Change Notifications' \(\d+\) "
-    r"starting"
+    r"^(\S+ \S+),\d+ .*Job 'Microsoft Graph: Check Mailboxes Without Change Notifications' "
+    r"\(\d+\) starting"
 )
 
 

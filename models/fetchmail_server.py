@@ -30,7 +30,7 @@ _logger = logging.getLogger(__name__)
 
 # Fetches the Graph servers Microsoft does not notify (shared mailboxes, no public URL),
 # every minute, apart from Odoo's 5-minute fetchmail cron.
-POLL_CRON = "microsoft_outlook_graph.ir_cron_microsoft_graph_poll"
+POLL_CRON = "microsoft_outlook_graph.ir_cron_microsoft_outlook_graph_poll"
 INTERVAL_SECONDS = {"minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800, "months": 2592000}
 # Server fields whose change can make a server gain or lose its subscription.
 NOTIFY_KEYS = frozenset(

@@ -35,7 +35,7 @@ from .microsoft_outlook_graph_mixin import GRAPH
 _logger = logging.getLogger(__name__)
 
 GATEWAY_CRON = "mail.ir_cron_mail_gateway_action"
-SUBSCRIPTION_CRON = "microsoft_outlook_graph.ir_cron_microsoft_graph_subscriptions"
+SUBSCRIPTION_CRON = "microsoft_outlook_graph.ir_cron_microsoft_outlook_graph_subscriptions"
 URL_PARAM = "microsoft_outlook_graph.notification_url"
 # "Last notification" is written at most this often: a burst must not write per POST.
 LAST_NOTIFICATION_EVERY = datetime.timedelta(seconds=60)

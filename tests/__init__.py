@@ -16,3 +16,4 @@ from . import test_certificates
 from . import test_settings
 from . import test_audit
 from . import test_demo
+from . import test_error_language

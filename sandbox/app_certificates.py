@@ -165,15 +165,6 @@ def remove_client_secret(sb, client_id):
         app.secret_expires_at = None
 
 
-def bind(sb):
-    """The test API on the sandbox object (called by entra.register)."""
-    sb.add_app_certificate = partial(add_app_certificate, sb)
-    sb.remove_app_certificate = partial(remove_app_certificate, sb)
-    sb.app_certificates = partial(app_certificates, sb)
-    sb.remove_client_secret = partial(remove_client_secret, sb)
-    sb.seen_assertion_ids = {}
-
-
 # checking an assertion ------------------------------------------------------------------
 
 

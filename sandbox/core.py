@@ -8,6 +8,7 @@ import time
 from datetime import UTC
 
 from . import (
+    app_certificates,
     entra,
     exchange_limits,
     graph_mail,
@@ -34,7 +35,6 @@ HANDLER_MODULES = (
     graph_mail,
     graph_sync,
     graph_subscriptions,
-    exchange_limits,
 )
 
 
@@ -86,6 +86,12 @@ class Sandbox:
         self.limits = Limits(self.clock)
         self.faults = FaultInjector(self.rng)
         self.stopping = threading.Event()
+        # Graph's change notifications: the thread that POSTs them (graph_subscriptions
+        # starts it on demand) and a live view of every attempt since the last reset.
+        self.notifications_worker = None
+        self.notification_log = graph_subscriptions.NotificationLog(self)
+        # Client assertion ids already redeemed, for Entra's replay check (jti).
+        self.seen_assertion_ids = {}
         self.router = Router()
         for module in HANDLER_MODULES:
             module.register(self.router, self)
@@ -304,6 +310,97 @@ class Sandbox:
     def sign_in(self, auth_uri, accept=True, login=None):
         """Play the user on the consent page; see signin.SignInResult."""
         return sign_in(self.ca_file, auth_uri, accept=accept, login=login)
+
+    def add_personal_account(self, address, display_name):
+        """A personal Microsoft account (Outlook.com) in the consumer tenant."""
+        return entra.add_personal_account(self, address, display_name)
+
+    # app credentials (Certificates & secrets) ------------------------------------------
+
+    def add_app_certificate(self, client_id, certificate, start=None, end=None, display_name=""):
+        """Upload a certificate (PEM text or DER bytes) to an app; see app_certificates."""
+        return app_certificates.add_app_certificate(
+            self, client_id, certificate, start=start, end=end, display_name=display_name
+        )
+
+    def remove_app_certificate(self, client_id, thumbprint):
+        """Delete an app's certificate by SHA-1 thumbprint; True if it was there."""
+        return app_certificates.remove_app_certificate(self, client_id, thumbprint)
+
+    def app_certificates(self, client_id):
+        """The app's certificates (app_certificates.KeyCredential)."""
+        return app_certificates.app_certificates(self, client_id)
+
+    def remove_client_secret(self, client_id):
+        """The app then signs in with a certificate or not at all."""
+        app_certificates.remove_client_secret(self, client_id)
+
+    # sending and Exchange's limits -----------------------------------------------------
+
+    def sent(self, mailbox_address):
+        """The Sent Items copies of a mailbox, oldest first."""
+        return graph_send.sent(self, mailbox_address)
+
+    def outbox(self):
+        """Every mail Exchange took to deliver, in order (graph_send.Delivery)."""
+        return graph_send.outbox(self)
+
+    def sending_limits(self, mailbox):
+        """The sending limit settings that apply to a mailbox, time_scale resolved."""
+        return exchange_limits.effective(self, mailbox)
+
+    def recipients_used(self, mailbox):
+        """Recipients the mailbox sent in the current rolling day (sandbox clock)."""
+        return exchange_limits.recipients_used(self, mailbox)
+
+    def release_deliveries(self):
+        """Deliver every mail the message rate held back whose time has come; how many."""
+        return exchange_limits.release_due(self)
+
+    def configure_tenant_limit(self, tenant, **settings):
+        """The tenant's external recipient rate; see exchange_limits.TENANT_DEFAULTS."""
+        return exchange_limits.configure_tenant(self, tenant, **settings)
+
+    def tenant_limit(self, tenant):
+        """The tenant's limit settings, formula and accepted domains resolved."""
+        return exchange_limits.tenant_effective(self, tenant)
+
+    def tenant_external_used(self, tenant):
+        """External recipients of the whole tenant in the current sliding day."""
+        return exchange_limits.tenant_external_used(self, tenant)
+
+    # delta tokens and change notifications ---------------------------------------------
+
+    def expire_delta_tokens(self, mailbox_address):
+        """Every delta token issued so far for the mailbox answers 410 syncStateNotFound."""
+        graph_sync.expire_delta_tokens(self, mailbox_address)
+
+    def set_delta_token_lifetime(self, seconds):
+        """Delta tokens older than this (sandbox clock) answer 410; None: never."""
+        graph_sync.set_delta_token_lifetime(self, seconds)
+
+    def subscriptions(self):
+        """The live subscriptions (expired and removed ones are gone)."""
+        return graph_subscriptions.subscriptions(self)
+
+    def configure_notifications(self, **settings):
+        """See graph_subscriptions.DEFAULTS (allow_http_notifications, timeouts, ...)."""
+        graph_subscriptions.configure_notifications(self, **settings)
+
+    def pause_notifications(self):
+        """Changes are still noticed and queued, but nothing is POSTed."""
+        graph_subscriptions.set_paused(self, True)
+
+    def resume_notifications(self):
+        graph_subscriptions.set_paused(self, False)
+
+    def lifecycle(self, subscription_id, event):
+        """Send a lifecycle event as Graph does on its own; see graph_subscriptions."""
+        return graph_subscriptions.lifecycle(self, subscription_id, event)
+
+    def flush_notifications(self, timeout=60.0):
+        """Wait until every queued notification was POSTed; False at the timeout."""
+        return graph_subscriptions.flush_notifications(self, timeout=timeout)
 
     # limits, faults, log ---------------------------------------------------------------
 

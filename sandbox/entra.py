@@ -62,8 +62,6 @@ def register(router, sb):
     router.add("GET", TENANT + r"/oauth2/v2\.0/authorize", partial(authorize, sb), "entra")
     router.add("POST", TENANT + r"/login", partial(login, sb), "entra")
     router.add("POST", TENANT + r"/oauth2/v2\.0/token", partial(token, sb), "entra")
-    sb.add_personal_account = partial(add_personal_account, sb)
-    app_certificates.bind(sb)
 
 
 def add_personal_account(sb, address, display_name):

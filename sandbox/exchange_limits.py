@@ -130,16 +130,6 @@ class Admission:
     trial: bool = False
 
 
-def register(router, sb):
-    # No routes: the limits apply inside graph_send's submission. Test API on the sandbox.
-    sb.sending_limits = lambda mailbox: effective(sb, mailbox)
-    sb.recipients_used = lambda mailbox: recipients_used(sb, mailbox)
-    sb.release_deliveries = lambda: release_due(sb)
-    sb.configure_tenant_limit = lambda tenant, **settings: configure_tenant(sb, tenant, **settings)
-    sb.tenant_limit = lambda tenant: tenant_effective(sb, tenant)
-    sb.tenant_external_used = lambda tenant: tenant_external_used(sb, tenant)
-
-
 def _state(sb):
     directory = sb.directory
     state = getattr(directory, "exchange_limits", None)

@@ -191,14 +191,6 @@ def register(router, sb):
             prelude=partial(_prelude, sb),
             peek=partial(peek, sb),
         )
-    sb.notifications_worker = None
-    sb.notification_log = NotificationLog(sb)
-    sb.subscriptions = partial(subscriptions, sb)
-    sb.configure_notifications = partial(configure_notifications, sb)
-    sb.pause_notifications = partial(_set_paused, sb, True)
-    sb.resume_notifications = partial(_set_paused, sb, False)
-    sb.lifecycle = partial(lifecycle, sb)
-    sb.flush_notifications = partial(flush_notifications, sb)
 
 
 # test API ------------------------------------------------------------------------------
@@ -229,7 +221,7 @@ def subscriptions(sb):
         return list(state.subscriptions.values())
 
 
-def _set_paused(sb, paused):
+def set_paused(sb, paused):
     """While paused, changes are still noticed and queued but nothing is POSTed."""
     with sb.lock:
         _state(sb).paused = paused

@@ -97,8 +97,6 @@ def register(router, sb):
         "POST", r"/v1\.0/\$batch", partial(batch, sb), "graph", prelude=partial(_batch_prelude, sb)
     )
     # Test controls; their state lives in the Directory, so Sandbox.reset() clears it.
-    sb.expire_delta_tokens = partial(expire_delta_tokens, sb)
-    sb.set_delta_token_lifetime = partial(set_delta_token_lifetime, sb)
 
 
 def expire_delta_tokens(sb, mailbox_address):

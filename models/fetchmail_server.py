@@ -1,8 +1,6 @@
-import contextlib
 import datetime
 import logging
 import time
-from dataclasses import dataclass, field
 
 from odoo import api, fields, models
 from odoo.exceptions import UserError
@@ -10,11 +8,11 @@ from odoo.tools import exception_to_unicode
 
 from odoo.addons.mail.models.fetchmail import MAIL_SERVER_DEACTIVATE_TIME, MAIL_SERVER_DOMAIN
 
-from ..services.clock import naive_utc
 from ..services.errors import GraphAuthError, GraphError
 from ..services.subscriptions import resource_for, subscribable
-from ..services.sync import RESYNC_MARGIN, DeltaSync, DeltaTokenExpired, MessageTooLarge
+from ..services.sync import DeltaSync
 from .graph_error_text import graph_error_sentence, graph_error_text
+from .graph_import_run import GraphImportRun, write_back
 from .mail_thread import GRAPH_IMPORT_SOURCE, GraphImportSource
 from .microsoft_outlook_graph_mixin import GRAPH
 from .microsoft_outlook_graph_subscription import (
@@ -44,21 +42,8 @@ NOTIFY_KEYS = frozenset(
         "microsoft_graph_mailbox_kind",
     )
 )
-# Graph's well-known folder names: used as they are, never looked up.
-WELL_KNOWN_FOLDERS = frozenset(
-    ("inbox", "drafts", "sentitems", "deleteditems", "junkemail", "archive", "outbox")
-)
-# Graph ids of the latest imports kept on the server, to skip the messages a new round
-# repeats after a stale delta link (docs/incoming.md): those received within twice the
-# resync margin of the newest one, and at most this many.
-RECENT_IDS_KEPT = 1000
-RECENT_IDS_WINDOW = 2 * RESYNC_MARGIN
 # Fields whose change makes the stored delta link name another folder or mailbox.
 SYNC_KEYS = ("user", "microsoft_graph_folder", "microsoft_graph_mailbox_kind")
-# Kept messages Microsoft was too busy to give are fetched again by later runs: this
-# many per run (one $batch request), at most this many attempts each.
-AUTO_RETRY_BATCH = 20
-AUTO_RETRY_ATTEMPTS = 5
 # First key of the advisory lock that keeps two workers off one server's import.
 ADVISORY_LOCK_CLASS = 7_262_019
 
@@ -79,24 +64,6 @@ class MicrosoftGraphMailbox:
     def disconnect(self):
         self.sync.close()
         self.client.session.close()
-
-
-@dataclass
-class GraphRun:
-    """What one run did on one server, for the log line, the form and the caller."""
-
-    imported: int = 0
-    failed: int = 0
-    skipped: int = 0
-    pages: int = 0
-    pending: bool = False
-    stopped: str = "done"
-    error: Exception | None = None
-    handled: list = field(default_factory=list)
-    deadline: float = 0.0
-    # The server's values this run has reached, written before each commit (cron)
-    # or once every request is over (elsewhere).
-    position: dict = field(default_factory=dict)
 
 
 class FetchmailServer(models.Model):
@@ -356,7 +323,7 @@ class FetchmailServer(models.Model):
             mailbox = None
             try:
                 mailbox = self._connect__(allow_archived=True)
-                self._microsoft_graph_start(mailbox.sync, None)
+                self.write(self._microsoft_graph_start_values(mailbox.sync))
             except GraphError as exc:
                 _logger.info(
                     "[Incoming Mail] fetchmail.server #%s: no start position yet (%s); "
@@ -607,307 +574,25 @@ class FetchmailServer(models.Model):
             self.microsoft_graph_max_seconds if self.microsoft_graph_max_seconds > 0 else 60,
         )
 
+    def _microsoft_graph_clock(self):
+        """Seconds of a monotonic clock: every budget and slice of the import reads it
+        (tests move it)."""
+        return time.monotonic()
+
     def _microsoft_graph_fetch(self, commit, deadline=None):
-        """Import the new mail of one locked server, page by page, within its budget
-        (and before ``deadline``, a ``time.monotonic()`` value, when given)."""
-        self.ensure_one()
-        run = GraphRun(
-            position={
-                "microsoft_graph_delta_link": self.microsoft_graph_delta_link,
-                "microsoft_graph_sync_start": self.microsoft_graph_sync_start,
-                "microsoft_graph_latest_received": self.microsoft_graph_latest_received,
-                "microsoft_graph_recent_ids": dict(self.microsoft_graph_recent_ids or {}),
-                "microsoft_graph_imported_count": self.microsoft_graph_imported_count,
-            }
-        )
-        started = time.monotonic()
-        max_seconds = self._microsoft_graph_budget()[1]
-        run.deadline = min(started + max_seconds, deadline or started + max_seconds)
-        identity = (self.id, self.name, self._microsoft_graph_mailbox_address())
-        mailbox = None
-        try:
-            mailbox = self._connect__()
-            self._microsoft_graph_walk(mailbox, run, commit)
-            run.position.update(
-                {
-                    "error_date": False,
-                    "error_message": False,
-                    "microsoft_graph_last_success": fields.Datetime.now(),
-                    "microsoft_graph_pending": run.pending,
-                }
-            )
-        except GraphError as exc:
-            run.error = exc
-            run.stopped = type(exc).__name__
-        except Exception as exc:
-            if not commit:
-                raise
-            # Back to the last committed page; the lock goes with the rollback.
-            self.env.cr.rollback()
-            self.invalidate_recordset()
-            run.error = exc
-            run.stopped = type(exc).__name__
-            run.position = {}
-        finally:
-            if mailbox is not None:
-                mailbox.disconnect()
-        # Every Graph request of the run is over: the server's row may be written now.
-        self.write({**run.position, "date": fields.Datetime.now()})
-        if run.error is not None:
-            self._microsoft_graph_record_failure(run.error)
-        if run.pending:
-            self.env.ref(GATEWAY_CRON).sudo()._trigger()
-        _logger.info(
-            "[Incoming Mail] fetchmail.server #%s %s (%s): %d imported, %d failed, "
-            "%d skipped, %d page(s) in %.1fs; %s",
-            *identity,
-            run.imported,
-            run.failed,
-            run.skipped,
-            run.pages,
-            time.monotonic() - started,
-            {"done": "up to date", "budget": "more mail waiting, run again"}.get(
-                run.stopped, f"stopped ({run.stopped})"
-            ),
-        )
-        return run
+        """Import the new mail of this locked server (see ``GraphImportRun``)."""
+        return GraphImportRun(self, commit, deadline=deadline).run()
 
-    def _microsoft_graph_walk(self, mailbox, run, commit):
-        """From the stored link (or a new start) through the delta pages; after a stale
-        link, once through a new round."""
-        sync = mailbox.sync
-        link = run.position["microsoft_graph_delta_link"]
-        if not link:
-            link = self._microsoft_graph_start(sync, run)
-            if commit:
-                self._microsoft_graph_save(run, commit)
-        resynced = False
-        while True:
-            try:
-                self._microsoft_graph_pages(sync, link, run, commit)
-                break
-            except DeltaTokenExpired as exc:
-                if resynced:
-                    raise
-                resynced = True
-                link = self._microsoft_graph_resync(sync, exc, run)
-        if not run.pending and run.stopped == "done":
-            self._microsoft_graph_fetch_again(sync, run, commit)
-        if commit:
-            self._microsoft_graph_flush(sync)
-        elif run.handled:
-            self._microsoft_graph_write_back_after_commit(mailbox, list(run.handled))
-
-    def _microsoft_graph_pages(self, sync, link, run, commit):
-        max_messages = self._microsoft_graph_budget()[0]
-        # Messages over the server's limit are kept as failed messages, never downloaded.
-        sync.max_size = self.microsoft_graph_max_size * 1024 * 1024 or None
-        last_page_seconds = 0.0
-
-        def ahead(page):
-            # Fetch the next page's MIME while this one is imported, unless the budget
-            # will stop the run after this page: that fetch would be wasted.
-            spent = run.imported + run.failed + run.skipped
-            spent += len(page.messages) + len(page.known_ids)
-            return spent < max_messages and time.monotonic() + last_page_seconds < run.deadline
-
-        pages = sync.pages(
-            link, known=lambda messages: self._microsoft_graph_known(messages, run), ahead=ahead
-        )
-        with contextlib.closing(pages):
-            for page in pages:
-                started = time.monotonic()
-                if not self._microsoft_graph_page(sync, page, run, commit, max_messages):
-                    return
-                last_page_seconds = time.monotonic() - started
-
-    def _microsoft_graph_page(self, sync, page, run, commit, max_messages):
-        """Import one page and, in the cron, commit it. False when the run stops here."""
-        run.pages += 1
-        handled = self._microsoft_graph_import_page(page, run)
-        if commit:
-            processed = len(page.messages) + len(page.known_ids)
-            if not self._microsoft_graph_save(run, commit, processed):
-                run.stopped = "busy"
-                return False
-            self._microsoft_graph_write_back(sync, handled, deferred=True)
-        else:
-            run.handled += handled
-        spent = run.imported + run.failed + run.skipped
-        if page.next_link and (spent >= max_messages or time.monotonic() >= run.deadline):
-            run.pending = True
-            run.stopped = "budget"
-            return False
-        return True
-
-    def _microsoft_graph_fetch_again(self, sync, run, commit):
-        """Import the kept messages Microsoft was too busy to give (transient errors),
-        a batch of them per run, at most ``AUTO_RETRY_ATTEMPTS`` times each."""
-        kept = (
-            self.env["microsoft.outlook.graph.failed.message"]
-            .sudo()
-            .search(
-                [
-                    ("server_id", "=", self.id),
-                    ("state", "=", "failed"),
-                    ("retry_automatically", "=", True),
-                    ("attempt_count", "<", AUTO_RETRY_ATTEMPTS),
-                ],
-                limit=AUTO_RETRY_BATCH,
-                order="id",
-            )
-        )
-        if not kept:
-            return
-        handled = []
-        try:
-            # One message downloaded at a time (their sizes are not known here).
-            records = {record.graph_id: record for record in kept}
-            with self.env.cr.savepoint():
-                for message in sync.fetch_each(list(records)):
-                    record = records[message.id]
-                    error = self._microsoft_graph_message_error(message)
-                    record._record_attempt(message.raw, error)
-                    if error is None:
-                        handled.append(record.graph_id)
-                    del message  # not held while the next one downloads
-        except GraphError as exc:
-            _logger.info(
-                "[Incoming Mail] fetchmail.server #%s: kept messages not fetched again: %s",
-                self.id,
-                exc.reference or type(exc).__name__,
-            )
-            return
-        run.imported += len(handled)
-        run.position["microsoft_graph_imported_count"] += len(handled)
-        if commit:
-            if self._microsoft_graph_save(run, commit, len(kept)):
-                self._microsoft_graph_write_back(sync, handled, deferred=True)
-        else:
-            run.handled += handled
-
-    def _microsoft_graph_save(self, run, commit, processed=0):
-        """Cron path: write the position with the page's messages and commit them
-        together, then take the server again. False when another worker has it now."""
-        self.write(run.position)
-        self.env["ir.cron"]._commit_progress(processed)
-        if not self._microsoft_graph_lock():
-            return False
-        return self.microsoft_graph_delta_link == run.position["microsoft_graph_delta_link"]
-
-    def _microsoft_graph_start(self, sync, run):
+    def _microsoft_graph_start_values(self, sync):
         """The first link: from the start date when set, else "from now" (baseline)."""
         self.ensure_one()
         if self.microsoft_graph_since:
-            link = sync.start_link(self.microsoft_graph_since)
-            start = self.microsoft_graph_since
-        else:
-            start = fields.Datetime.now()
-            link = sync.baseline()
-        values = {"microsoft_graph_delta_link": link, "microsoft_graph_sync_start": start}
-        if run is None:
-            self.write(values)
-        else:
-            run.position.update(values)
-        return link
-
-    def _microsoft_graph_resync(self, sync, error, run):
-        """After a stale delta link: a new round from shortly before the last import,
-        never from before the synchronisation started; ``known`` skips the repeats."""
-        self.ensure_one()
-        floor = run.position["microsoft_graph_sync_start"] or self.microsoft_graph_since
-        latest = run.position["microsoft_graph_latest_received"]
-        since = latest - RESYNC_MARGIN if latest else floor
-        if floor and since:
-            since = max(since, floor)
-        link = sync.start_link(since) if since else error.location or sync.start_link()
-        _logger.info(
-            "[Incoming Mail] fetchmail.server #%s: Microsoft forgot the delta position; "
-            "resynchronising from %s",
-            self.id,
-            since or "the start of the folder",
-        )
-        run.position["microsoft_graph_delta_link"] = link
-        return link
-
-    def _microsoft_graph_known(self, messages, run):
-        """The Graph ids, among a page's new messages, already imported or kept."""
-        recent = run.position["microsoft_graph_recent_ids"]
-        known = {message.id for message in messages if message.id in recent}
-        rest = [message for message in messages if message.id not in known]
-        if rest:
-            known.update(
-                self.env["microsoft.outlook.graph.failed.message"]
-                .sudo()
-                .search([("server_id", "=", self.id), ("graph_id", "in", [m.id for m in rest])])
-                .mapped("graph_id")
-            )
-        message_ids = {m.internet_message_id for m in rest if m.id not in known} - {None, ""}
-        if message_ids:
-            existing = set(
-                self.env["mail.message"]
-                .sudo()
-                .search([("message_id", "in", list(message_ids))])
-                .mapped("message_id")
-            )
-            known.update(m.id for m in rest if m.internet_message_id in existing)
-        return known
-
-    def _microsoft_graph_import_page(self, page, run):
-        """Process a page's messages, each in its own savepoint, and move the run's
-        position to the page's checkpoint (written with them). Returns the ids to mark
-        read and move: the imported ones and the known ones that are not kept."""
-        self.ensure_one()
-        Failed = self.env["microsoft.outlook.graph.failed.message"].sudo()
-        position = run.position
-        recent = dict(position["microsoft_graph_recent_ids"])
-        latest = position["microsoft_graph_latest_received"]
-        kept_ids = set(
-            Failed.search([("server_id", "=", self.id), ("graph_id", "in", page.known_ids)]).mapped(
-                "graph_id"
-            )
-        )
-        handled = [i for i in page.known_ids if i not in kept_ids]
-        imported = failed = 0
-        with self.env.cr.savepoint():
-            # Large messages are downloaded here, one at a time, as the loop reaches them.
-            for message in page.contents():
-                received = naive_utc(message.received)
-                if received and (not latest or received > latest):
-                    latest = received
-                error = self._microsoft_graph_message_error(message)
-                if error is not None:
-                    Failed._keep(self, message, error)
-                    failed += 1
-                else:
-                    imported += 1
-                    handled.append(message.id)
-                    recent[message.id] = fields.Datetime.to_string(received) if received else ""
-                del message  # not held while the next one downloads
-        position.update(
-            {
-                "microsoft_graph_delta_link": page.checkpoint,
-                "microsoft_graph_imported_count": position["microsoft_graph_imported_count"]
-                + imported,
-                "microsoft_graph_latest_received": latest,
-                "microsoft_graph_recent_ids": _prune_recent(recent, latest),
+            return {
+                "microsoft_graph_delta_link": sync.start_link(self.microsoft_graph_since),
+                "microsoft_graph_sync_start": self.microsoft_graph_since,
             }
-        )
-        run.imported += imported
-        run.failed += failed
-        run.skipped += len(page.known_ids)
-        return handled
-
-    def _microsoft_graph_message_error(self, message):
-        """Import one ``IncomingMessage`` of Graph: None, or why it is kept (the error
-        Graph gave, its size over the limit, or what the mail gateway raised)."""
-        if isinstance(message.error, MessageTooLarge):
-            return self._microsoft_graph_size_error(
-                message.error.size, round(message.error.limit / 1024 / 1024)
-            )
-        if message.error is not None:
-            return message.error
-        return self._microsoft_graph_process(message.raw)
+        start = fields.Datetime.now()
+        return {"microsoft_graph_delta_link": sync.baseline(), "microsoft_graph_sync_start": start}
 
     def _microsoft_graph_size_error(self, size, limit=None):
         return UserError(
@@ -951,76 +636,16 @@ class FetchmailServer(models.Model):
     # Writes back to the mailbox (after the commit)
     # ------------------------------------------------------------------
 
-    def _microsoft_graph_write_back(self, sync, ids, deferred):
-        """Move and mark read the imported messages: Graph writes, cosmetic, made only
-        once the import is committed (a move before it could lose a message)."""
-        if not ids:
-            return
-        destination = self.microsoft_graph_move_folder
-        try:
-            if destination:
-                folder = self._microsoft_graph_folder_id(sync.client, destination)
-                outcomes = sync.move(ids, folder)
-                self._microsoft_graph_log_outcomes("move", outcomes)
-            if self.microsoft_graph_mark_read:
-                if deferred:
-                    sync.mark_read_later(ids)
-                else:
-                    self._microsoft_graph_log_outcomes("mark read", sync.mark_read(ids))
-        except (GraphError, UserError) as exc:
-            _logger.warning(
-                "[Incoming Mail] fetchmail.server #%s: imported messages could not be "
-                "marked read or moved in Outlook: %s",
-                self.id,
-                exc,
-            )
-
-    def _microsoft_graph_flush(self, sync):
-        try:
-            self._microsoft_graph_log_outcomes("mark read", sync.flush())
-        except GraphError as exc:
-            _logger.warning(
-                "[Incoming Mail] fetchmail.server #%s: imported messages could not be "
-                "marked read in Outlook: %s",
-                self.id,
-                exc,
-            )
-
     def _microsoft_graph_write_back_after_commit(self, mailbox, ids):
-        """Outside the cron the import commits with the request: write back after it."""
+        """Outside the cron the import commits with the request: mark read and move the
+        imported messages after it."""
         server = self
         sync = mailbox.sync
 
-        def write_back():
-            server._microsoft_graph_write_back(sync, ids, deferred=False)
+        def after_commit():
+            write_back(server, sync, ids, deferred=False)
 
-        self.env.cr.postcommit.add(write_back)
-
-    def _microsoft_graph_log_outcomes(self, action, outcomes):
-        failures = [outcome for outcome in outcomes.values() if not outcome.ok]
-        if failures:
-            _logger.warning(
-                "[Incoming Mail] fetchmail.server #%s: %s failed in Outlook for %d of %d "
-                "message(s): %s",
-                self.id,
-                action,
-                len(failures),
-                len(outcomes),
-                failures[0].error,
-            )
-
-    def _microsoft_graph_folder_id(self, client, name):
-        """A well-known folder name or an id as it is; a top-level folder's display
-        name becomes its id."""
-        if name.lower() in WELL_KNOWN_FOLDERS:
-            return name.lower()
-        wanted = name.strip().lower()
-        for folder in client.iter_pages(
-            client.mailbox_path("mailFolders"), params={"$select": "id,displayName", "$top": 100}
-        ):
-            if folder.get("id") == name or (folder.get("displayName") or "").lower() == wanted:
-                return folder["id"]
-        raise UserError(self.env._("The Outlook folder “%s” does not exist.", name))
+        self.env.cr.postcommit.add(after_commit)
 
     # ------------------------------------------------------------------
     # Errors
@@ -1064,13 +689,3 @@ class FetchmailServer(models.Model):
         action["domain"] = [("server_id", "=", self.id)]
         action["context"] = {"search_default_filter_failed": 1, "default_server_id": self.id}
         return action
-
-
-def _prune_recent(recent, latest):
-    """Keep the ids a resync round could repeat: received close to the newest import."""
-    floor = fields.Datetime.to_string(latest - RECENT_IDS_WINDOW) if latest else ""
-    kept = sorted(
-        ((received, graph_id) for graph_id, received in recent.items() if received >= floor),
-        reverse=True,
-    )[:RECENT_IDS_KEPT]
-    return {graph_id: received for received, graph_id in kept}

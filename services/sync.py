@@ -169,12 +169,19 @@ class _StepAnswer:
         return self._body
 
 
-def _utc_text(moment):
+def _utc(moment):
+    """An aware UTC datetime from a datetime (UTC if naive) or ISO text; None stays None."""
+    if moment is None:
+        return None
     if isinstance(moment, str):
         moment = datetime.datetime.fromisoformat(moment)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(datetime.UTC)
+
+
+def _utc_text(moment):
+    return _utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse_time(text):
@@ -265,21 +272,21 @@ class DeltaSync:
         query = urllib.parse.urlencode(params, quote_via=urllib.parse.quote, safe="$,:()'=")
         return f"{self.client.endpoints.graph_url(path)}?{query}"
 
-    def resync_link(self, since, margin=RESYNC_MARGIN):
+    def resync_link(self, since, margin=RESYNC_MARGIN, floor=None):
         """The first call of a new round after :class:`DeltaTokenExpired`.
 
         ``since`` is the latest ``received`` of the imported messages (Microsoft's clock);
         the round repeats what came after ``since - margin``, which the caller skips by
-        Graph id or internetMessageId (the ``known`` callback of :meth:`pages`).
-        ``since=None`` (nothing imported yet) replays the whole folder.
+        Graph id or internetMessageId (the ``known`` callback of :meth:`pages`), but
+        never what came before ``floor`` (when the synchronisation started). Without
+        either (nothing imported, no start) the round replays the whole folder.
+        Datetimes are UTC if naive, or ISO text.
         """
-        if since is None:
-            return self.start_link()
-        if isinstance(since, str):
-            since = datetime.datetime.fromisoformat(since)
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=datetime.UTC)
-        return self.start_link(since - margin)
+        since, floor = _utc(since), _utc(floor)
+        start = since - margin if since is not None else None
+        if floor is not None and (start is None or start < floor):
+            start = floor
+        return self.start_link(start)
 
     def baseline(self, since_link=None):
         """Walk a first round without importing anything; return its delta link.

@@ -23,6 +23,7 @@ from .common import GraphTransactionCase, connect_without_browser
 
 _logger = logging.getLogger(__name__)
 FETCH_LOGGER = "odoo.addons.microsoft_outlook_graph.models.fetchmail_server"
+IMPORT_LOGGER = "odoo.addons.microsoft_outlook_graph.models.graph_import_run"
 GRAPH_LOGGER = "odoo.addons.microsoft_outlook_graph.services.graph"
 MIXIN_LOGGER = "odoo.addons.microsoft_outlook_graph.models.microsoft_outlook_graph_mixin"
 GATEWAY_LOGGER = "odoo.addons.mail.models.mail_thread"
@@ -324,7 +325,7 @@ class TestIncoming(GraphTransactionCase):
         _reply_id, reply_message_id = self.deliver(
             "Re: Hi", headers={"In-Reply-To": sent.message_id}
         )
-        with mute_logger(FETCH_LOGGER, GATEWAY_LOGGER):
+        with mute_logger(FETCH_LOGGER, IMPORT_LOGGER, GATEWAY_LOGGER):
             self.run_cron()
         kept = self.failed()
         self.assertEqual(len(kept), 2)
@@ -410,7 +411,7 @@ class TestIncoming(GraphTransactionCase):
         self.server.microsoft_graph_max_size = 1
         _id, big_message_id = self.deliver("Large", body="x" * (1024 * 1024 + 10))
         _id, small_message_id = self.deliver("Small")
-        with mute_logger(FETCH_LOGGER):
+        with mute_logger(FETCH_LOGGER, IMPORT_LOGGER):
             self.run_cron()
         kept = self.failed()
         self.assertEqual(kept.internet_message_id, big_message_id)
@@ -486,7 +487,7 @@ class TestIncoming(GraphTransactionCase):
                 fault = self.sandbox.inject_fault(
                     kind, path=r"/messages/delta|\$batch", **{"times": None, **options}
                 )
-                with mute_logger(GRAPH_LOGGER, FETCH_LOGGER):
+                with mute_logger(GRAPH_LOGGER, FETCH_LOGGER, IMPORT_LOGGER):
                     error = self.run_cron(expect_error=True)
                 self.sandbox.remove_fault(fault)
                 self.assertTrue(error)
@@ -511,7 +512,7 @@ class TestIncoming(GraphTransactionCase):
             retry_after=60,
             times=None,
         )
-        with mute_logger(GRAPH_LOGGER, FETCH_LOGGER):
+        with mute_logger(GRAPH_LOGGER, FETCH_LOGGER, IMPORT_LOGGER):
             error = self.run_cron(self.server | shared, expect_error=True)
         self.assertTrue(error)
         self.assertFalse(self.messages_with(own_message_id))
@@ -523,7 +524,7 @@ class TestIncoming(GraphTransactionCase):
         _id, message_id = self.deliver("After revocation")
         link = self.server.microsoft_graph_delta_link
         self.sandbox.revoke(defaults.ADMIN)
-        with mute_logger(GRAPH_LOGGER, FETCH_LOGGER, MIXIN_LOGGER):
+        with mute_logger(GRAPH_LOGGER, FETCH_LOGGER, IMPORT_LOGGER, MIXIN_LOGGER):
             error = self.run_cron(expect_error=True)
         self.assertTrue(error)
         self.assertEqual(self.server.microsoft_graph_status, "reconnect")
@@ -593,7 +594,7 @@ class TestIncoming(GraphTransactionCase):
     def test_one_log_line_per_server_and_run(self):
         self.deliver("Counted")
         # logging.INFO, not "INFO": Odoo gives that name to another level.
-        with self.assertLogs(FETCH_LOGGER, logging.INFO) as logs:
+        with self.assertLogs(IMPORT_LOGGER, logging.INFO) as logs:
             self.run_cron()
         lines = [line for line in logs.output if "[Incoming Mail]" in line]
         self.assertEqual(len(lines), 1, lines)

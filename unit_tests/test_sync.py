@@ -1,6 +1,7 @@
 """services.sync.DeltaSync against the sandbox: delta pages, MIME through $batch, writes."""
 
 import base64
+import datetime
 import re
 import threading
 
@@ -13,6 +14,7 @@ from services.errors import GraphAuthError, GraphPermanentError, GraphTransientE
 from services.graph import GraphClient
 from services.sync import (
     DELTA_SELECT,
+    RESYNC_MARGIN,
     SIZE_EXPAND,
     DeltaSync,
     DeltaTokenExpired,
@@ -218,6 +220,18 @@ def test_stale_token_and_resync_without_duplicates(sandbox, make_sync):
     assert [m.id for m in imported(pages)] == new
     assert sorted(pages[0].known_ids) == sorted(have)
     assert set(seen) == have | set(new)
+
+
+def test_resync_link_never_starts_before_the_synchronisation(make_sync):
+    sync = make_sync()
+    latest = datetime.datetime(2026, 3, 1, 12, 0, tzinfo=datetime.UTC)
+    assert sync.resync_link(latest) == sync.start_link(latest - RESYNC_MARGIN)
+    # Naive datetimes (Odoo's) are UTC; the floor wins when the margin passes it.
+    floor = datetime.datetime(2026, 3, 1, 11, 59)
+    assert sync.resync_link(latest.replace(tzinfo=None), floor=floor) == sync.start_link(floor)
+    # Nothing imported yet: from the floor, or the whole folder without one.
+    assert sync.resync_link(None, floor=floor) == sync.start_link(floor)
+    assert sync.resync_link(None) == sync.start_link()
 
 
 def test_expired_next_link_mid_round(sandbox, make_sync):

@@ -1,4 +1,7 @@
-"""Errors shaped the way Entra ID and Microsoft Graph send them (see graph-facts.md)."""
+"""Errors shaped the way Entra ID and Microsoft Graph send them.
+
+See docs/microsoft-facts.md, "Error answers".
+"""
 
 import html
 import time

@@ -1,4 +1,6 @@
-"""Exchange Online's sending limits per mailbox (graph-facts.md, "A second reading", last bullets).
+"""Exchange Online's sending limits per mailbox.
+
+From docs/microsoft-facts.md, "Sending and Exchange Online's limits":
 
 - Recipient rate: at most ``recipients_per_day`` (10,000) recipients in a rolling window of a day,
   counting the To, Cc and Bcc of every accepted message (an address met again in another message

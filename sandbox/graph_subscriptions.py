@@ -32,7 +32,7 @@ from .graph_common import authenticate, peek
 from .messages import parse_moment
 from .web import Response, add_query, json_response
 
-# Outlook messages: 10,080 minutes (graph-facts.md; older pages say 4,230: configurable).
+# Outlook messages: 10,080 minutes (docs/microsoft-facts.md; older pages say 4,230).
 MAX_MINUTES = 10_080
 MAX_CLIENT_STATE = 128
 LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")

@@ -1,4 +1,4 @@
-"""Outlook's per application and mailbox limits (graph-facts.md, "Throttling").
+"""Outlook's per application and mailbox limits (docs/microsoft-facts.md, "Throttling").
 
 Windows are in seconds of the sandbox clock multiplied by time_scale, so a test may shrink
 "10,000 requests per 10 minutes" to, say, 5 requests per 0.6 s.

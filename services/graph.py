@@ -25,7 +25,7 @@ from .errors import (
 _logger = logging.getLogger(__name__)
 
 # Outlook serves at most 4 concurrent requests per application and mailbox
-# and answers the fifth with 429 (graph-facts.md, throttling).
+# and answers the fifth with 429 (docs/microsoft-facts.md, "Throttling").
 MAX_CONCURRENT_PER_MAILBOX = 4
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 BACKOFF_BASE = 1.0

@@ -22,8 +22,8 @@ from .errors import GraphError, GraphPermanentError
 from .graph import quote_segment
 
 # Outlook's documented maximum is 10,080 minutes on later pages and 4,230 on older ones
-# (graph-facts.md): just under the smaller one works with both; a refusal that names
-# another limit is read and the request tried once more, shorter.
+# (docs/microsoft-facts.md, "Change notifications"): just under the smaller one works with
+# both; a refusal that names another limit is read and the request tried once more, shorter.
 DEFAULT_MINUTES = 4200
 # Kept under the limit Graph names, for the clock difference between Odoo and Microsoft.
 LIMIT_MARGIN_MINUTES = 30

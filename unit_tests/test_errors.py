@@ -55,7 +55,7 @@ def token_error(error, number, text="Some text."):
     }
 
 
-# The cases graph-facts.md names, and the others the admin must act on, with
+# The cases docs/microsoft-facts.md names, and the others the admin must act on, with
 # the class that decides the next step.
 AADSTS_CASES = [
     ("700082", "invalid_grant", 400, GraphAuthError),

@@ -39,7 +39,7 @@ def claims_of(jwt):
 
 
 def assert_entra_error(body, code, error, suberror=None):
-    """The body is shaped as Entra sends errors (graph-facts.md)."""
+    """The body is shaped as Entra sends errors (docs/microsoft-facts.md, "Error answers")."""
     assert body["error"] == error
     assert body["error_codes"] == [code]
     found = DESCRIPTION.fullmatch(body["error_description"])

@@ -1,5 +1,6 @@
 from . import controllers
 from . import models
+from . import wizard
 from .hooks import uninstall_hook
 from .services.log_filters import install_log_filters
 

@@ -13,6 +13,7 @@
         "views/ir_mail_server_views.xml",
         "views/fetchmail_server_views.xml",
         "views/microsoft_outlook_graph_failed_message_views.xml",
+        "wizard/microsoft_outlook_graph_setup_views.xml",
         "views/res_config_settings_views.xml",
         "views/mail_mail_views.xml",
         "views/templates.xml",

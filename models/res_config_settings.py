@@ -234,6 +234,11 @@ class ResConfigSettings(models.TransientModel):
             "microsoft_outlook_graph.microsoft_outlook_graph_mailbox_action"
         )
 
+    def action_microsoft_graph_open_setup(self):
+        """The guided setup (docs/azure-setup.md one screen at a time), from Settings."""
+        self._microsoft_graph_check_admin()
+        return self.env["microsoft.outlook.graph.setup"].action_open()
+
     # ------------------------------------------------------------------
     # The app's certificate (issue 16)
     # ------------------------------------------------------------------

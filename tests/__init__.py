@@ -17,3 +17,4 @@ from . import test_settings
 from . import test_audit
 from . import test_demo
 from . import test_error_language
+from . import test_setup_wizard

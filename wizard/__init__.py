@@ -1,0 +1,1 @@
+from . import microsoft_outlook_graph_setup

@@ -23,6 +23,7 @@ from .errors import (
     GraphAuthError,
     GraphConfigError,
     GraphTransientError,
+    _lt,
     error_from_exception,
     error_from_token_response,
 )
@@ -151,16 +152,20 @@ def parse_openid_configuration(status, body):
         raise error_from_token_response(status, body)
     if status != 200 or not isinstance(body, dict):
         raise GraphConfigError(
-            "No Microsoft sign-in metadata at this address: check the Microsoft cloud (or "
-            "the custom authority URL) and the tenant.",
+            _lt(
+                "No Microsoft sign-in metadata at this address: check the Microsoft cloud (or "
+                "the custom authority URL) and the tenant."
+            ),
             status=status,
             code="openid-configuration",
         )
     token_endpoint, issuer = body.get("token_endpoint"), body.get("issuer")
     if not (isinstance(token_endpoint, str) and isinstance(issuer, str)):
         raise GraphConfigError(
-            "The sign-in metadata at this address names no token endpoint: the authority "
-            "URL is not a Microsoft Entra ID one.",
+            _lt(
+                "The sign-in metadata at this address names no token endpoint: the authority "
+                "URL is not a Microsoft Entra ID one."
+            ),
             status=status,
             code="openid-configuration",
         )
@@ -274,8 +279,10 @@ class OutlookAuth:
         except ValueError:
             # MSAL's text quotes Microsoft's raw answer: keep it out.
             raise GraphConfigError(
-                "The Microsoft sign-in endpoint of this tenant was not found. Check the "
-                "tenant and the Microsoft cloud (or custom authority URL) in Settings.",
+                _lt(
+                    "The Microsoft sign-in endpoint of this tenant was not found. Check the "
+                    "tenant and the Microsoft cloud (or custom authority URL) in Settings."
+                ),
                 code="openid-configuration",
             ) from None
         except (requests.RequestException, msal.exceptions.MsalServiceError) as exc:
@@ -321,7 +328,7 @@ class OutlookAuth:
             raise certificate_error(http.last_post_status, result)
         if not result.get("access_token"):
             raise GraphTransientError(
-                "Microsoft's token answer held no access token; try again later.",
+                _lt("Microsoft's token answer held no access token; try again later."),
                 status=http.last_post_status,
                 code="no_access_token",
             )
@@ -364,8 +371,10 @@ class OutlookAuth:
         except ValueError:
             # MSAL's text quotes both states: keep it out.
             raise GraphAuthError(
-                "This sign-in link is stale or was not started here. Start the connection "
-                "again from Odoo.",
+                _lt(
+                    "This sign-in link is stale or was not started here. Start the connection "
+                    "again from Odoo."
+                ),
                 code="state_mismatch",
             ) from None
         except (requests.RequestException, msal.exceptions.MsalServiceError) as exc:
@@ -373,8 +382,10 @@ class OutlookAuth:
         except RuntimeError:
             # Nonce mismatch, or an id token MSAL could not read (its text holds claims).
             raise GraphAuthError(
-                "Microsoft's answer to this sign-in could not be verified. Start the "
-                "connection again from Odoo.",
+                _lt(
+                    "Microsoft's answer to this sign-in could not be verified. Start the "
+                    "connection again from Odoo."
+                ),
                 code="id_token_invalid",
             ) from None
         if "error" in result:
@@ -383,8 +394,10 @@ class OutlookAuth:
         tokens = self._tokens(result, http)
         if not tokens.refresh_token:
             raise GraphAuthError(
-                "Microsoft granted no refresh token, so the connection would stop within "
-                "the hour. Connect again and accept all the requested permissions.",
+                _lt(
+                    "Microsoft granted no refresh token, so the connection would stop within "
+                    "the hour. Connect again and accept all the requested permissions."
+                ),
                 code="no_refresh_token",
             )
         self._check_granted(flow.get("scope") or (), tokens.scopes)
@@ -407,7 +420,7 @@ class OutlookAuth:
     def _tokens(result, http, previous_refresh_token=None):
         if not result.get("access_token"):
             raise GraphTransientError(
-                "Microsoft's token answer held no access token; try again later.",
+                _lt("Microsoft's token answer held no access token; try again later."),
                 status=http.last_post_status,
                 code="no_access_token",
             )
@@ -424,9 +437,12 @@ class OutlookAuth:
         missing = [s for s in missing if _scope_name(s) not in _MSAL_SCOPES]
         if missing:
             raise GraphConfigError(
-                "Microsoft did not grant the permission(s) "
-                f"{', '.join(s.rsplit('/', 1)[-1] for s in missing)}. Add them to the Azure app's "
-                "API permissions (Microsoft Graph, delegated), grant consent, then connect again.",
+                _lt(
+                    "Microsoft did not grant the permission(s) %(permissions)s. Add them to the "
+                    "Azure app's API permissions (Microsoft Graph, delegated), grant consent, "
+                    "then connect again."
+                ),
+                params={"permissions": ", ".join(s.rsplit("/", 1)[-1] for s in missing)},
                 code="scope_not_granted",
             )
 
@@ -454,7 +470,7 @@ def _transport_error(exc):
     if isinstance(exc, msal.exceptions.MsalServiceError):
         # MSAL raises this for a 5xx of the token or discovery endpoint.
         return GraphTransientError(
-            "Microsoft's sign-in service is unavailable; try again in a few minutes.",
+            _lt("Microsoft's sign-in service is unavailable; try again in a few minutes."),
             code="MsalServiceError",
         )
     return error_from_exception(exc)

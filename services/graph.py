@@ -18,6 +18,7 @@ import requests
 from .errors import (
     GraphPermanentError,
     GraphTransientError,
+    _lt,
     error_from_exception,
     error_from_graph_response,
 )
@@ -185,14 +186,14 @@ class GraphClient:
         status = response.status_code
         if cut:
             return GraphTransientError(
-                "Microsoft Graph sent an incomplete answer; the request will be tried again.",
+                _lt("Microsoft Graph sent an incomplete answer; the request will be tried again."),
                 status=status,
                 code="IncompleteRead",
                 request_id=response.headers.get("request-id"),
             )
         if status < 400:
             return GraphPermanentError(
-                "Microsoft Graph gave an unexpected answer.",
+                _lt("Microsoft Graph gave an unexpected answer."),
                 status=status,
                 request_id=response.headers.get("request-id"),
             )
@@ -261,7 +262,7 @@ class GraphClient:
             return response.json()
         except ValueError:
             raise GraphTransientError(
-                "Microsoft Graph sent an incomplete answer; the request will be tried again.",
+                _lt("Microsoft Graph sent an incomplete answer; the request will be tried again."),
                 status=response.status_code,
                 request_id=response.headers.get("request-id"),
             ) from None

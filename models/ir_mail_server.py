@@ -103,41 +103,46 @@ class IrMailServer(models.Model):
     )
     microsoft_graph_quota_backoff = fields.Integer(copy=False, readonly=True)
     microsoft_graph_recipients_used = fields.Integer(
-        "Recipients in the Last 24 Hours", compute="_compute_microsoft_graph_budget"
+        "Recipients in the Last 24 Hours", compute="_compute_microsoft_graph_usage"
     )
     microsoft_graph_messages_last_minute = fields.Integer(
-        "Messages in the Last Minute", compute="_compute_microsoft_graph_budget"
+        "Messages in the Last Minute", compute="_compute_microsoft_graph_usage"
     )
     microsoft_graph_waiting_count = fields.Integer(
-        "Mails Waiting for Budget", compute="_compute_microsoft_graph_budget"
+        "Mails Waiting for Budget", compute="_compute_microsoft_graph_usage"
     )
     microsoft_graph_queue_empties_at = fields.Datetime(
         "Queue Empty At",
-        compute="_compute_microsoft_graph_budget",
+        compute="_compute_microsoft_graph_queue_empties_at",
         help="When the mails waiting for this mailbox's sending limits will all have left, "
         "at the pace the limits allow.",
     )
 
-    def _compute_microsoft_graph_budget(self):
-        """Once per read for every server of the batch: one query for the waiting mails,
-        one for the ledgers, and one forecast per tenant of all its waiting mails (its
-        mailboxes share the tenant's external budget). No query per server or mail."""
-        graph_servers = self.filtered(
-            lambda server: server.smtp_authentication == GRAPH and server.id
-        )
-        (self - graph_servers).update(
-            {
-                "microsoft_graph_recipients_used": 0,
-                "microsoft_graph_messages_last_minute": 0,
-                "microsoft_graph_waiting_count": 0,
-                "microsoft_graph_queue_empties_at": False,
-            }
-        )
-        if not graph_servers:
-            return
+    def _microsoft_graph_budgeted(self):
+        """The Graph servers of self that have a sending budget (saved ones)."""
+        return self.filtered(lambda server: server.smtp_authentication == GRAPH and server.id)
+
+    def _compute_microsoft_graph_usage(self):
+        """For every server of the batch at once: one query for the ledgers and one for the
+        waiting mails, with the same account key as the sender (the health list shows these)."""
+        graph_servers = self._microsoft_graph_budgeted()
         Ledger = self.env["microsoft.outlook.graph.send.ledger"].sudo()
-        for values in Ledger._figures(graph_servers.sudo()).values():
-            values["server"].with_env(self.env).update(values["figures"])
+        usage = Ledger._usage(graph_servers.sudo(), self._microsoft_graph_now())
+        for server in self:
+            (
+                server.microsoft_graph_recipients_used,
+                server.microsoft_graph_messages_last_minute,
+                server.microsoft_graph_waiting_count,
+            ) = usage.get(server.id, (0, 0, 0))
+
+    def _compute_microsoft_graph_queue_empties_at(self):
+        """Once per read for every server of the batch: one forecast per tenant of all its
+        waiting mails, no query per server or mail."""
+        graph_servers = self._microsoft_graph_budgeted()
+        Ledger = self.env["microsoft.outlook.graph.send.ledger"].sudo()
+        empties = Ledger._queue_empties_at(graph_servers.sudo(), self._microsoft_graph_now())
+        for server in self:
+            server.microsoft_graph_queue_empties_at = empties.get(server.id, False)
 
     def _compute_smtp_authentication_info(self):
         graph_servers = self.filtered(lambda server: server.smtp_authentication == GRAPH)

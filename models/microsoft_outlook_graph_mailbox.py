@@ -49,15 +49,17 @@ class MicrosoftOutlookGraphMailbox(models.Model):
     )
     queued_count = fields.Integer("Queued", readonly=True, help="Mails waiting in Odoo's queue.")
     last_error = fields.Text(readonly=True)
+    # The sender's own figures (its account key, its window): the list can never count
+    # another account than the one the sender spends.
     recipients_used = fields.Integer(
         "Recipients (24 h)",
-        readonly=True,
+        related="mail_server_id.microsoft_graph_recipients_used",
         help="Recipients of the mail sent in the last 24 hours by the connected account, "
         "against Exchange's daily recipient limit.",
     )
     waiting_count = fields.Integer(
         "Waiting for Limits",
-        readonly=True,
+        related="mail_server_id.microsoft_graph_waiting_count",
         help="Queued mails waiting for the Exchange sending limits of the mailbox.",
     )
     queue_empties_at = fields.Datetime(
@@ -124,14 +126,6 @@ class MicrosoftOutlookGraphMailbox(models.Model):
                    COALESCE(q.failed, 0) AS failed_count,
                    COALESCE(q.queued, 0) AS queued_count,
                    cs.last_error AS last_error,
-                   (SELECT COALESCE(sum(l.recipient_count), 0)
-                      FROM microsoft_outlook_graph_send_ledger l
-                     WHERE l.account = COALESCE(cs.account_oid, lower(s.smtp_user))
-                       AND l.sent_at > (now() AT TIME ZONE 'UTC') - interval '1 day'
-                   ) AS recipients_used,
-                   (SELECT count(*) FROM mail_mail m
-                     WHERE m.microsoft_graph_budget_server_id = s.id
-                       AND m.state = 'outgoing') AS waiting_count,
                    (SELECT t.id FROM microsoft_outlook_graph_tenant t
                      WHERE t.tenant_id = cs.account_tid) AS tenant_id
               FROM ir_mail_server s
@@ -167,8 +161,6 @@ class MicrosoftOutlookGraphMailbox(models.Model):
                      WHERE m.server_id = f.id AND m.state = 'failed'),
                    0,
                    COALESCE(cf.last_error, f.error_message),
-                   0,
-                   0,
                    (SELECT t.id FROM microsoft_outlook_graph_tenant t
                      WHERE t.tenant_id = cf.account_tid)
               FROM fetchmail_server f

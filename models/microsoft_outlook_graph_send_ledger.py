@@ -576,42 +576,41 @@ class MicrosoftOutlookGraphSendLedger(models.Model):
         return until
 
     @api.model
-    def _figures(self, servers):
-        """{server id: {"server", "figures"}}: the budget figures of servers (Graph servers)
-        as their form and the health list show them, computed together: one forecast per
-        tenant of all its waiting mails (its mailboxes share the tenant's external budget)."""
-        now = servers._microsoft_graph_now()
-        Tenant = self.env["microsoft.outlook.graph.tenant"].sudo()
-        groups = {}  # tenant id (or server id) -> servers spending one tenant budget
-        for server in servers:
-            key = server.microsoft_graph_account_tid or ("server", server.id)
-            groups[key] = groups.get(key, servers.browse()) | server
-        result = {}
-        for key, group in groups.items():
-            tenant = (
-                Tenant.search([("tenant_id", "=", key)], limit=1)
-                if isinstance(key, str)
-                else Tenant
+    def _usage(self, servers, now):
+        """{server id: (recipients in the window, messages in the last minute, mails waiting
+        for its limits)} of Graph servers: one query for their ledgers, one for the waiting
+        mails, whatever their number (the form and the health list show them)."""
+        accounts = {server.id: server._microsoft_graph_budget_account() for server in servers}
+        limits = {server.id: server._microsoft_graph_limits() for server in servers}
+        ledgers = self._ledgers(set(accounts.values()), limits.values(), now)
+        waiting = dict(
+            self.env["mail.mail"]._read_group(
+                [
+                    ("state", "=", "outgoing"),
+                    ("microsoft_graph_budget_server_id", "in", servers.ids),
+                ],
+                ["microsoft_graph_budget_server_id"],
+                ["__count"],
             )
-            spending = group
-            if tenant:
-                # Every server of the tenant, for the forecast of the shared budget.
-                spending |= servers.search(
-                    [("smtp_authentication", "=", GRAPH), ("id", "not in", group.ids)]
-                ).filtered(lambda other, tid=key: other.microsoft_graph_account_tid == tid)
-            result.update(self._group_figures(spending, group, tenant, now))
+        )
+        result = {}
+        for server in servers:
+            budget = Budget(ledgers.get(accounts[server.id], ()), limits[server.id])
+            result[server.id] = (
+                budget.recipients_used(now),
+                budget.messages_last_minute(now),
+                waiting.get(server, 0),
+            )
         return result
 
     @api.model
-    def _group_figures(self, servers, wanted, tenant, now):
-        """The budget figures of wanted, from one forecast of the waiting mails of servers
-        (every server of one tenant, or one server without a tenant)."""
-        limits = {server.id: server._microsoft_graph_limits() for server in servers}
-        accounts = {server.id: server._microsoft_graph_budget_account() for server in servers}
-        longest = max(max(each.window, each.minute) for each in limits.values())
+    def _ledgers(self, accounts, limits, now):
+        """{account: [(sent_at, recipient_count)]} of the entries that still count for one
+        of limits, in one query."""
+        longest = max(max(each.window, each.minute) for each in limits)
         rows = self.search_fetch(
             [
-                ("account", "in", list(set(accounts.values()))),
+                ("account", "in", list(accounts)),
                 ("sent_at", ">", now - timedelta(seconds=longest)),
             ],
             ["account", "sent_at", "recipient_count"],
@@ -620,14 +619,44 @@ class MicrosoftOutlookGraphSendLedger(models.Model):
         ledgers = {}
         for row in rows:
             ledgers.setdefault(row.account, []).append((row.sent_at, row.recipient_count))
-        budgets = {
-            server.id: Budget(ledgers.get(accounts[server.id], ()), limits[server.id])
-            for server in servers
-        }
+        return ledgers
+
+    @api.model
+    def _queue_empties_at(self, servers, now):
+        """{server id: when its last waiting mail may go, or False} of Graph servers: one
+        forecast per tenant of all its waiting mails (its mailboxes share the tenant's
+        external budget), one per server without a tenant."""
+        Tenant = self.env["microsoft.outlook.graph.tenant"].sudo()
+        groups = {}  # tenant id (or server id) -> servers spending one tenant budget
+        for server in servers:
+            key = server.microsoft_graph_account_tid or ("server", server.id)
+            groups[key] = groups.get(key, servers.browse()) | server
+        result = {}
+        for key, group in groups.items():
+            tenant = Tenant
+            spending = group
+            if isinstance(key, str):
+                tenant = Tenant.search([("tenant_id", "=", key)], limit=1)
+            if tenant:
+                # Every server of the tenant, for the forecast of the shared budget.
+                spending |= servers.search(
+                    [("smtp_authentication", "=", GRAPH), ("id", "not in", group.ids)]
+                ).filtered(lambda other, tid=key: other.microsoft_graph_account_tid == tid)
+            empties = self._forecast_empties(spending, tenant, now)
+            result.update({server.id: empties.get(server.id) or False for server in group})
+        return result
+
+    @api.model
+    def _forecast_empties(self, servers, tenant, now):
+        """{server id: when its last waiting mail may go} from one forecast of the waiting
+        mails of servers (every server of one tenant, or one server without a tenant)."""
+        limits = {server.id: server._microsoft_graph_limits() for server in servers}
+        accounts = {server.id: server._microsoft_graph_budget_account() for server in servers}
+        ledgers = self._ledgers(set(accounts.values()), limits.values(), now)
         shared_limits = tenant._limits() if tenant else NO_LIMITS
-        shared = (
-            self._tenant_budget(tenant.tenant_id, shared_limits, now)._entries if tenant else ()
-        )
+        shared = ()
+        if tenant:
+            shared = self._tenant_budget(tenant.tenant_id, shared_limits, now)._entries
         # Only the columns the forecast needs: a mail.mail record prefetches its message's
         # body and every other column, which for 10,000 waiting mails took most of a second.
         Mail = self.env["mail.mail"]
@@ -641,6 +670,8 @@ class MicrosoftOutlookGraphSendLedger(models.Model):
             ],
             columns,
         )
+        if not waiting:
+            return {}
         waiting.recipient_ids.fetch(["email"])
         waiting = waiting._microsoft_graph_queue_order()
         domains = tenant._accepted_domains() if tenant else frozenset()
@@ -655,28 +686,16 @@ class MicrosoftOutlookGraphSendLedger(models.Model):
         ]
         plan = forecast_shared(
             queue,
-            {server.id: budgets[server.id]._entries for server in servers},
+            {
+                server.id: Budget(ledgers.get(accounts[server.id], ()), limits[server.id])._entries
+                for server in servers
+            },
             limits,
             shared,
             shared_limits,
             now,
         )
-        counts = {}
-        for _mail_id, server_id, _count, _external in queue:
-            counts[server_id] = counts.get(server_id, 0) + 1
-        result = {}
-        for server in wanted:
-            budget = budgets[server.id]
-            result[server.id] = {
-                "server": server,
-                "figures": {
-                    "microsoft_graph_recipients_used": budget.recipients_used(now),
-                    "microsoft_graph_messages_last_minute": budget.messages_last_minute(now),
-                    "microsoft_graph_waiting_count": counts.get(server.id, 0),
-                    "microsoft_graph_queue_empties_at": plan.empties_by_key.get(server.id) or False,
-                },
-            }
-        return result
+        return plan.empties_by_key
 
     @api.autovacuum
     def _gc_old_entries(self):

@@ -1,4 +1,5 @@
 from datetime import timedelta
+from email.message import EmailMessage
 
 from odoo import fields
 from odoo.tests import tagged
@@ -93,3 +94,57 @@ class TestHealth(GraphTransactionCase):
         self.assertNotIn(
             f"notifications:{self.incoming.id}", self.Mailbox._microsoft_graph_current_problems()
         )
+
+    def test_the_list_counts_the_account_the_sender_spends(self):
+        """One account key for the sender and the list: a shared mailbox with Send As only
+        spends the connected account's budget (shared with that account's own server), and
+        a server with no account yet spends its mailbox address's, however it was typed."""
+        tenant = self.sandbox.directory.tenant(defaults.TENANT_ID)
+        self.sandbox.add_shared_mailbox(tenant, "support@contoso.test", "Support")
+        self.sandbox.grant("support@contoso.test", defaults.ADMIN, "SendAs")
+        shared = connect_without_browser(
+            self, self.create_outgoing("support@contoso.test", kind="shared", sequence=0)
+        )
+        self.assertFalse(shared.microsoft_graph_full_access)
+        # Odoo sends nothing while tests run; this one is about sending.
+        self.patch(
+            type(self.env["ir.mail_server"]), "_disable_send", classmethod(lambda cls: False)
+        )
+        mail = self.env["mail.mail"].create(
+            {
+                "email_from": "support@contoso.test",
+                "email_to": "customer@example.com, other@example.com",
+                "subject": "Sent as the shared mailbox",
+                "auto_delete": False,
+                "mail_server_id": shared.id,
+            }
+        )
+        mail.send()
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+        not_connected = self.create_outgoing(
+            "Jobs <Jobs@Contoso.test>", from_filter="jobs@contoso.test"
+        )
+        message = EmailMessage()
+        message["To"] = "applicant@example.com"
+        message["Message-Id"] = "<not-connected@odoo>"
+        Ledger = self.env["microsoft.outlook.graph.send.ledger"]
+        Ledger._admit_message(not_connected, message)
+        self.env.flush_all()
+        self.env.invalidate_all()
+        spent = {
+            server: sum(
+                Ledger.search([("account", "=", server._microsoft_graph_budget_account())]).mapped(
+                    "recipient_count"
+                )
+            )
+            for server in (self.outgoing, shared, not_connected)
+        }
+        self.assertEqual(list(spent.values()), [2, 2, 1])
+        rows = self.Mailbox.search([("direction", "=", "outgoing")])
+        for server, recipients in spent.items():
+            row = rows.filtered(lambda row, server=server: row.mail_server_id == server)
+            self.assertEqual(
+                (row.recipients_used, server.microsoft_graph_recipients_used),
+                (recipients, recipients),
+                server.name,
+            )

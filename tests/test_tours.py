@@ -18,8 +18,8 @@ What the browser needs, for these tests only:
   outside ``http://127.0.0.1`` with a 404 of its own, so requests to the
   sandbox's origin are let through and all others keep Odoo's behaviour.
 
-Set ``MOG_SCREENSHOTS=1`` to write the connected forms and the health list to
-``docs/images/``.
+Set ``MOG_SCREENSHOTS=1`` to write the connected forms, the health list and the guided
+setup to ``docs/images/``.
 """
 
 import base64
@@ -51,6 +51,16 @@ from odoo.addons.microsoft_outlook_graph.services.errors import error_from_token
 from .common import GraphHttpCase, connect_without_browser
 
 IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
+# The Azure app of the guided setup's tour, typed by the browser (static/tests/tours/
+# setup_wizard_tour.js): the standard app's secret carries the leak guard's marker.
+SETUP_CLIENT_ID = "55555555-5555-5555-5555-555555555555"
+SETUP_CLIENT_SECRET = "guided-setup-secret-value"
+AZURE_APP_PARAMS = (
+    "microsoft_outlook_client_id",
+    "microsoft_outlook_client_secret",
+    "microsoft_outlook_graph.client_secret_sealed",
+    "microsoft_outlook_graph.tenant",
+)
 CHROME_NAMES = ("google-chrome", "chromium", "chromium-browser", "google-chrome-stable")
 
 # Runs on the Microsoft page: fill in the account when asked, then press Accept.
@@ -366,3 +376,38 @@ class TestTours(GraphHttpCase):
         self.assertFalse(person.visits, "the health list never sends the browser to Microsoft")
         self.assertTrue(outgoing.microsoft_graph_last_sent_at)
         self.assertTrue(incoming.microsoft_graph_last_success)
+
+    def test_setup_wizard(self):
+        """A new administrator, no Azure app configured: the guided setup from Settings to a
+        connected outgoing and incoming server, one sign-in at Microsoft each."""
+        Config = self.env["ir.config_parameter"].sudo()
+        Config.search([("key", "in", AZURE_APP_PARAMS)]).unlink()
+        # The custom endpoints stay: here they stand for Microsoft's cloud. Settings shows
+        # the Outlook block once custom mail servers are used.
+        Config.set_param("base_setup.default_external_email_server", True)
+        self.sandbox.add_app(
+            self.sandbox.directory.tenant(defaults.TENANT_DOMAIN),
+            SETUP_CLIENT_ID,
+            SETUP_CLIENT_SECRET,
+            [self.redirect_uri],
+            display_name="Odoo (guided setup)",
+        )
+        tours = (
+            ("microsoft_outlook_graph_setup_wizard", None, ["accept"]),
+            ("microsoft_outlook_graph_setup_wizard_resumed", "setup_wizard.png", []),
+            ("microsoft_outlook_graph_setup_wizard_incoming", None, ["accept"]),
+        )
+        for tour, screenshot, actions in tours:
+            with self.sandbox_browser(MicrosoftPerson(), screenshot) as person:
+                self.start_tour("/odoo/settings", tour, login="admin")
+            self.assertEqual([visit["action"] for visit in person.visits], actions, tour)
+        self.assertEqual(Config.get_param("microsoft_outlook_client_id"), SETUP_CLIENT_ID)
+        admin = self.sandbox.user(defaults.ADMIN).id
+        outgoing = self.env["ir.mail_server"].search([("name", "=", defaults.ADMIN)])
+        self.assertEqual(outgoing.smtp_authentication, "microsoft_graph")
+        self.assertEqual(outgoing.microsoft_graph_status, "valid")
+        self.assertEqual(outgoing.microsoft_graph_account_oid, admin)
+        incoming = self.env["fetchmail.server"].search([("name", "=", defaults.ADMIN)])
+        self.assertEqual(incoming.server_type, "microsoft_graph")
+        self.assertEqual(incoming.microsoft_graph_status, "valid")
+        self.assertEqual(incoming.microsoft_graph_account_oid, admin)

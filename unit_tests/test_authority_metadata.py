@@ -1,12 +1,14 @@
-"""The guided setup's first test of the tenant and cloud: the authority's OpenID metadata."""
+"""The guided setup's tests at Microsoft: the authority's OpenID metadata (tenant and
+cloud), then the app credential (client id and secret)."""
 
 import socket
 
 import pytest
 
-from sandbox.defaults import TENANT_DOMAIN, TENANT_ID
+from sandbox.defaults import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, TENANT_DOMAIN, TENANT_ID
 from services.auth import (
     AuthorityMetadata,
+    OutlookAuth,
     check_authority,
     openid_configuration_url,
     parse_openid_configuration,
@@ -91,3 +93,45 @@ def test_check_authority_unreachable(sandbox):
     )
     with pytest.raises(GraphTransientError):
         check_authority(endpoints, TENANT_DOMAIN, endpoints.session())
+
+
+# What the guided setup's second test meets at the sandbox's Entra ID: the app credential.
+
+EXPIRED_CLIENT_ID = "44444444-4444-4444-4444-444444444444"
+
+
+@pytest.mark.parametrize(
+    ("client_id", "secret", "tenant", "code"),
+    [
+        (CLIENT_ID, "a-wrong-secret", TENANT_ID, "7000215"),
+        ("99999999-9999-9999-9999-999999999999", CLIENT_SECRET, TENANT_ID, "700016"),
+        # MSAL hides Entra's AADSTS90002 behind its own error: hence check_authority first.
+        (CLIENT_ID, CLIENT_SECRET, "nowhere.test", "openid-configuration"),
+        (CLIENT_ID, CLIENT_SECRET, "common", "tenant_required"),
+        (CLIENT_ID, CLIENT_SECRET, "organizations", "tenant_required"),
+    ],
+)
+def test_prove_credential_refusals(sandbox, endpoints, client_id, secret, tenant, code):
+    auth = OutlookAuth(endpoints, tenant, client_id, secret, REDIRECT_URI, endpoints.session())
+    with pytest.raises(GraphConfigError) as caught:
+        auth.prove_credential()
+    assert caught.value.code == code
+
+
+def test_prove_credential_expired_secret(sandbox, endpoints):
+    tenant = sandbox.directory.tenant(TENANT_DOMAIN)
+    sandbox.add_app(
+        tenant,
+        EXPIRED_CLIENT_ID,
+        "expired-secret-value",
+        [REDIRECT_URI],
+        secret_expires_at=sandbox.clock.now() - 86400,
+    )
+    auth = OutlookAuth(
+        endpoints, TENANT_ID, EXPIRED_CLIENT_ID, "expired-secret-value", REDIRECT_URI
+    )
+    with pytest.raises(GraphConfigError) as caught:
+        auth.prove_credential()
+    assert caught.value.code == "7000222"
+    good = OutlookAuth(endpoints, TENANT_DOMAIN, CLIENT_ID, CLIENT_SECRET, REDIRECT_URI)
+    assert good.prove_credential() is True

@@ -206,18 +206,18 @@ class MicrosoftOutlookGraphMailbox(models.Model):
     @api.model
     def _cron_microsoft_graph_health_check(self):
         """Tell the administrators about each problem once, while it lasts."""
-        problems = self._microsoft_graph_current_problems()
+        problems = self._current_problems()
         Config = self.env["ir.config_parameter"].sudo()
         already = set(json.loads(Config.get_param(NOTIFIED_PARAM) or "[]"))
         for key, (subject, body, record) in problems.items():
             if key not in already:
-                self._microsoft_graph_notify(subject, body, record)
+                self._notify_admins(subject, body, record)
         # Solved problems are forgotten, so that they are reported again if they return.
         Config.set_param(NOTIFIED_PARAM, json.dumps(sorted(problems)))
         return len(set(problems) - already)
 
     @api.model
-    def _microsoft_graph_current_problems(self):
+    def _current_problems(self):
         """{stable key: (subject, body, record or None)} of what needs an administrator."""
         problems = {}
         expiry = (
@@ -309,11 +309,17 @@ class MicrosoftOutlookGraphMailbox(models.Model):
         return problems
 
     @api.model
-    def _microsoft_graph_notify(self, subject, body, record=None):
-        admins = self.env.ref("base.group_system").sudo().all_user_ids.filtered("active")
-        if admins:
+    def _notify_admins(self, subject, body, record=None, owner_first=False):
+        """Tell the administrators in their Odoo inbox, on record when given; with
+        owner_first, the owner of a user's personal server instead (their own mailbox)."""
+        partners = (
+            self.env.ref("base.group_system").sudo().all_user_ids.filtered("active").partner_id
+        )
+        if owner_first and record and record._fields.get("owner_user_id") and record.owner_user_id:
+            partners = record.owner_user_id.partner_id
+        if partners:
             self.env["mail.thread"].sudo().message_notify(
-                partner_ids=admins.partner_id.ids,
+                partner_ids=partners.ids,
                 subject=subject,
                 body=body,
                 model=record._name if record else False,

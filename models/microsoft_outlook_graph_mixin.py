@@ -797,25 +797,13 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
             error.code,
         )
         # The notice is committed with the flag: told once, whatever the caller does next.
-        self.with_env(connection.env)._microsoft_graph_notify_admins(
+        connection.env["microsoft.outlook.graph.mailbox"]._notify_admins(
             self.env._("Outlook mailbox %s must be reconnected", self.display_name),
             graph_error_sentence(self.env, error),
+            self.with_env(connection.env),
+            owner_first=True,
         )
         return None
-
-    def _microsoft_graph_notify_admins(self, subject, body):
-        admins = self.env.ref("base.group_system").sudo().all_user_ids.filtered("active")
-        partners = admins.partner_id
-        if self._fields.get("owner_user_id") and self.owner_user_id:
-            partners = self.owner_user_id.partner_id
-        if partners:
-            self.env["mail.thread"].sudo().message_notify(
-                partner_ids=partners.ids,
-                subject=subject,
-                body=body,
-                model=self._name,
-                res_id=self.id,
-            )
 
     def _microsoft_graph_record_error(self, error):
         """Note Microsoft's refusal on the connection, committed apart from the caller."""

@@ -85,15 +85,13 @@ class TestHealth(GraphTransactionCase):
         self.env["microsoft.outlook.graph.subscription"].create(
             {"server_id": self.incoming.id, "last_error": "The validation request timed out."}
         )
-        problems = self.Mailbox._microsoft_graph_current_problems()
+        problems = self.Mailbox._current_problems()
         subject, body, record = problems[f"notifications:{self.incoming.id}"]
         self.assertIn(defaults.ADMIN, subject)
         self.assertIn("The validation request timed out.", body)
         self.assertEqual(record, self.incoming)
         self.incoming.microsoft_graph_use_notifications = False
-        self.assertNotIn(
-            f"notifications:{self.incoming.id}", self.Mailbox._microsoft_graph_current_problems()
-        )
+        self.assertNotIn(f"notifications:{self.incoming.id}", self.Mailbox._current_problems())
 
     def test_the_list_counts_the_account_the_sender_spends(self):
         """One account key for the sender and the list: a shared mailbox with Send As only

@@ -171,10 +171,10 @@ class TestSendingLimits(SendingLimitsCase):
             "UPDATE mail_mail SET create_date = create_date - interval '2 hours' WHERE id IN %s",
             [tuple(mail.id for mail in mails)],
         )
-        problems = self.env["microsoft.outlook.graph.mailbox"]._microsoft_graph_current_problems()
+        problems = self.env["microsoft.outlook.graph.mailbox"]._current_problems()
         self.assertNotIn(f"stuck:{self.server.id}", problems)
         mails[6].microsoft_graph_send_after = False  # no estimate: that one is stuck
-        problems = self.env["microsoft.outlook.graph.mailbox"]._microsoft_graph_current_problems()
+        problems = self.env["microsoft.outlook.graph.mailbox"]._current_problems()
         self.assertIn(f"stuck:{self.server.id}", problems)
         mails[6].microsoft_graph_send_after = mails[5].microsoft_graph_send_after
         cron = self.env.ref("mail.ir_cron_mail_scheduler_action")

@@ -8,6 +8,7 @@ PostgreSQL, dropped afterwards. Exit status: 0 passed, 1 failed, 3 skipped
 """
 
 import argparse
+import concurrent.futures
 import hashlib
 import os
 import re
@@ -175,7 +176,7 @@ def odoo_command(src, python, database, *args, all_modules_loaded=False):
     ]
 
 
-def run_odoo(command, log_path, env=None):
+def run_odoo(command, log_path, say=print, env=None):
     """Run Odoo, keep its log, return (exit code, log text)."""
     started = time.monotonic()
     with open(log_path, "w", encoding="utf-8") as log:
@@ -183,7 +184,7 @@ def run_odoo(command, log_path, env=None):
             command, stdout=log, stderr=subprocess.STDOUT, env=env, check=False
         ).returncode
     text = Path(log_path).read_text(encoding="utf-8", errors="replace")
-    print(f"  ({time.monotonic() - started:.0f} s, log: {log_path})")
+    say(f"  ({time.monotonic() - started:.0f} s, log: {log_path})")
     return code, text
 
 
@@ -195,7 +196,7 @@ def dropdb(database):
     shutil.rmtree(Path.home() / ".local/share/Odoo/filestore" / database, ignore_errors=True)
 
 
-def report(name, code, text):
+def report(name, code, text, say=print):
     """Print Odoo's result line and return True when the run passed."""
     results = RESULT_LINE.findall(text)
     problems = [
@@ -204,13 +205,72 @@ def report(name, code, text):
         if re.search(r" (ERROR|CRITICAL) ", line) or (" WARNING " in line and ADDON in line)
     ]
     for line in problems[:40]:
-        print(f"  {line[:400]}")
+        say(f"  {line[:400]}")
     if not results:
-        print(f"{name}: no Odoo result line (exit {code})")
+        say(f"{name}: no Odoo result line (exit {code})")
         return False
     failed, errors, ran = (int(n) for n in results[-1])
-    print(f"{name}: {ran - failed - errors} passed, {failed + errors} failed ({ran} tests)")
+    say(f"{name}: {ran - failed - errors} passed, {failed + errors} failed ({ran} tests)")
     return code == 0 and not failed and not errors and ran > 0 and not problems
+
+
+def _collected(job, *args):
+    """Run job with a say() that keeps its lines: (lines, passed)."""
+    lines = []
+    return lines, job(*args, say=lines.append)
+
+
+def addon_suite(src, python, stamp, tags, say):
+    """Install the addon and its bridges on a new database and run their tests."""
+    database = f"mog_test_{stamp}"
+    modules = ",".join([ADDON, *BRIDGES])
+    say(f"Odoo suite: installing {modules} on a new database and running {tags}")
+    try:
+        code, text = run_odoo(
+            odoo_command(
+                src,
+                python,
+                database,
+                f"--init={modules}",
+                "--test-enable",
+                f"--test-tags={tags}",
+            ),
+            VAR / f"odoo-suite-{stamp}.log",
+            say,
+        )
+        return report("Odoo suite", code, text, say)
+    finally:
+        dropdb(database)
+
+
+def compat_suite(src, python, stamp, say):
+    """Odoo's own mail tests with the addon installed and every module loaded."""
+    database = f"mog_compat_{stamp}"
+    say("Odoo's own mail tests with the addon installed, every module loaded")
+    try:
+        code, text = run_odoo(
+            odoo_command(src, python, database, f"--init={ADDON},{','.join(COMPAT_MODULES)}"),
+            VAR / f"odoo-compat-install-{stamp}.log",
+            say,
+        )
+        if code:
+            say(f"Odoo's mail tests: install failed (exit {code})")
+            return False
+        code, text = run_odoo(
+            odoo_command(
+                src,
+                python,
+                database,
+                "--test-enable",
+                f"--test-tags={COMPAT_TAGS}",
+                all_modules_loaded=True,
+            ),
+            VAR / f"odoo-compat-{stamp}.log",
+            say,
+        )
+        return report("Odoo's mail tests", code, text, say)
+    finally:
+        dropdb(database)
 
 
 def main():
@@ -231,53 +291,18 @@ def main():
     ensure_browser()
     VAR.mkdir(exist_ok=True)
     stamp = f"{os.getpid()}_{int(time.time())}"
-    passed = True
-
-    database = f"mog_test_{stamp}"
-    modules = ",".join([ADDON, *BRIDGES])
-    print(f"Odoo suite: installing {modules} on a new database and running {options.tags}")
-    try:
-        code, text = run_odoo(
-            odoo_command(
-                src,
-                python,
-                database,
-                f"--init={modules}",
-                "--test-enable",
-                f"--test-tags={options.tags}",
-            ),
-            VAR / f"odoo-suite-{stamp}.log",
-        )
-        passed &= report("Odoo suite", code, text)
-    finally:
-        dropdb(database)
-
+    jobs = [(addon_suite, options.tags)]
     if not options.no_compat:
-        database = f"mog_compat_{stamp}"
-        print("Odoo's own mail tests with the addon installed, every module loaded")
-        try:
-            code, text = run_odoo(
-                odoo_command(src, python, database, f"--init={ADDON},{','.join(COMPAT_MODULES)}"),
-                VAR / f"odoo-compat-install-{stamp}.log",
-            )
-            if code:
-                print(f"Odoo's mail tests: install failed (exit {code})")
-                passed = False
-            else:
-                code, text = run_odoo(
-                    odoo_command(
-                        src,
-                        python,
-                        database,
-                        "--test-enable",
-                        f"--test-tags={COMPAT_TAGS}",
-                        all_modules_loaded=True,
-                    ),
-                    VAR / f"odoo-compat-{stamp}.log",
-                )
-                passed &= report("Odoo's mail tests", code, text)
-        finally:
-            dropdb(database)
+        jobs.append((compat_suite,))
+    # The two runs share nothing but PostgreSQL: side by side they take the time of the
+    # longer one. Each prints its lines once done, in this order.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = [pool.submit(_collected, job, src, python, stamp, *args) for job, *args in jobs]
+        passed = True
+        for future in futures:
+            lines, ok = future.result()
+            print("\n".join(lines), flush=True)
+            passed &= ok
     return 0 if passed else 1
 
 

@@ -27,6 +27,7 @@ from .errors import (
     GraphError,
     GraphPermanentError,
     GraphTransientError,
+    _lt,
 )
 from .graph import quote_segment
 
@@ -250,15 +251,20 @@ class _Mime:
             remaining -= part.end - part.start
         if _b64_size(remaining) > MAX_REQUEST_BODY:
             raise GraphPermanentError(
-                "The message's text and inline parts are larger than the 4 MB Microsoft Graph "
-                "accepts in one request; only attachments can be sent separately."
+                _lt(
+                    "The message's text and inline parts are larger than the 4 MB Microsoft "
+                    "Graph accepts in one request; only attachments can be sent separately."
+                )
             )
         for part in removed:
             json_size = _b64_size(part.size) + ATTACHMENT_JSON_OVERHEAD
             if part.size < UPLOAD_SESSION_MIN and json_size > MAX_REQUEST_BODY:
                 raise GraphPermanentError(
-                    f"The attachment {part.name!r} is just under 3 MB: too large for one Graph "
-                    "request once encoded, too small for an upload session."
+                    _lt(
+                        "The attachment %(name)r is just under 3 MB: too large for one Graph "
+                        "request once encoded, too small for an upload session."
+                    ),
+                    params={"name": part.name},
                 )
         return sorted(removed, key=lambda p: p.start)
 
@@ -335,9 +341,10 @@ def _flatten(message):
     return skeleton.as_bytes(), detached
 
 
-def _reworded(error, text):
+def _reworded(error, text, params=None):
     return type(error)(
         text,
+        params=params,
         status=error.status,
         code=error.code,
         request_id=error.request_id,
@@ -408,8 +415,11 @@ class GraphSender:
         size = len(raw) + sum(part.mime_size for part in detached)
         if size > MAX_MESSAGE_SIZE:
             raise GraphPermanentError(
-                f"The message is {size / MB:.1f} MB, more than Exchange Online's 35 MB "
-                "message size limit: send smaller attachments, or links to them."
+                _lt(
+                    "The message is %(size).1f MB, more than Exchange Online's 35 MB "
+                    "message size limit: send smaller attachments, or links to them."
+                ),
+                params={"size": size / MB},
             )
         mime = _Mime(raw)
         run = _Run(self, mime, from_address, detached, via_me=self.shared_via_me)
@@ -463,32 +473,42 @@ class _Run:
         if code == "errorsendasdenied":
             return _reworded(
                 error,
-                f"Microsoft 365 refused to send as {sender}: the connected account has neither "
-                "Send As nor Send on Behalf permission on that mailbox. Grant one of them to the "
-                f"connected account in the Exchange admin center (Recipients > Mailboxes > "
-                f"{sender} > Delegation).",
+                _lt(
+                    "Microsoft 365 refused to send as %(sender)s: the connected account has "
+                    "neither Send As nor Send on Behalf permission on that mailbox. Grant one of "
+                    "them to the connected account in the Exchange admin center (Recipients > "
+                    "Mailboxes > %(sender)s > Delegation)."
+                ),
+                {"sender": sender},
             )
         if code == "erroraccessdenied" and self.from_address and self.mailbox:
             # Through /users/{shared}/...: Full Access is needed besides Send As or Send on
             # Behalf ("Send Outlook messages from another user", Sent Items behavior).
             return _reworded(
                 error,
-                f"Microsoft 365 refused to send through the mailbox {sender}: sending through a "
-                "shared mailbox needs Full Access on it (besides Send As or Send on Behalf) in "
-                "the Exchange admin center, and the Mail.Send.Shared permission in the Azure "
-                "app. Without Full Access, mail can go through the connected account's own "
-                "mailbox instead (its copy then lands in that account's Sent Items).",
+                _lt(
+                    "Microsoft 365 refused to send through the mailbox %(sender)s: sending "
+                    "through a shared mailbox needs Full Access on it (besides Send As or Send on "
+                    "Behalf) in the Exchange admin center, and the Mail.Send.Shared permission in "
+                    "the Azure app. Without Full Access, mail can go through the connected "
+                    "account's own mailbox instead (its copy then lands in that account's Sent "
+                    "Items)."
+                ),
+                {"sender": sender},
             )
         if code == "erroraccessdenied" and self.from_address:
             return _reworded(
                 error,
-                f"Microsoft 365 refused to send from {sender}: the connection lacks the "
-                "Mail.Send.Shared permission. Add it to the Azure app's API permissions and "
-                "connect the Outlook account again.",
+                _lt(
+                    "Microsoft 365 refused to send from %(sender)s: the connection lacks the "
+                    "Mail.Send.Shared permission. Add it to the Azure app's API permissions and "
+                    "connect the Outlook account again."
+                ),
+                {"sender": sender},
             )
         if code == "errormessagesizeexceeded":
             return _reworded(
-                error, "The message is larger than Exchange Online's 35 MB message size limit."
+                error, _lt("The message is larger than Exchange Online's 35 MB message size limit.")
             )
         return error
 
@@ -529,7 +549,7 @@ class _Run:
             draft = None
         if not isinstance(draft, dict) or not draft.get("id"):
             raise GraphTransientError(
-                "Microsoft 365 created the draft but its answer was cut short.",
+                _lt("Microsoft 365 created the draft but its answer was cut short."),
                 status=response.status_code,
                 request_id=response.headers.get("request-id"),
             )
@@ -561,7 +581,7 @@ class _Run:
         except GraphError as error:
             if _maybe_carried_out(error):
                 raise GraphTransientError(
-                    "Microsoft 365 did not confirm the draft twice; the mail stays queued.",
+                    _lt("Microsoft 365 did not confirm the draft twice; the mail stays queued."),
                     status=error.status,
                     request_id=error.request_id,
                 ) from None
@@ -636,7 +656,7 @@ class _Run:
             expected = _next_expected(answer)
             if expected is not None and expected != end + 1:
                 raise GraphTransientError(
-                    "Microsoft 365 lost track of an attachment upload; the mail stays queued.",
+                    _lt("Microsoft 365 lost track of an attachment upload; the mail stays queued."),
                     status=answer.status_code,
                 )
             start = end + 1

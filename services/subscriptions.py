@@ -18,7 +18,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .errors import GraphError, GraphPermanentError
+from .errors import GraphError, GraphPermanentError, _lt
 from .graph import quote_segment
 
 # Outlook's documented maximum is 10,080 minutes on later pages and 4,230 on older ones
@@ -214,10 +214,10 @@ def _limit_from(error):
 
 def _subscription_of(data, fallback_resource=None):
     if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
-        raise GraphPermanentError("Microsoft Graph answered without a subscription id.")
+        raise GraphPermanentError(_lt("Microsoft Graph answered without a subscription id."))
     expires = parse_graph_datetime(data.get("expirationDateTime"))
     if expires is None:
-        raise GraphPermanentError("Microsoft Graph answered without a subscription expiry.")
+        raise GraphPermanentError(_lt("Microsoft Graph answered without a subscription expiry."))
     return Subscription(
         id=data["id"],
         expires_at=expires,

@@ -31,6 +31,7 @@ from .errors import (
     GraphError,
     GraphPermanentError,
     GraphTransientError,
+    _lt,
     error_from_graph_response,
 )
 from .graph import body_cut_short, quote_segment
@@ -196,7 +197,7 @@ def decode_value(body):
     $batch, but a text body may also come as the text itself; a MIME message always has
     a ':' in its headers, which base64 never contains."""
     if not isinstance(body, str) or not body:
-        raise GraphPermanentError("Microsoft Graph sent no MIME content for the message.")
+        raise GraphPermanentError(_lt("Microsoft Graph sent no MIME content for the message."))
     compact = "".join(body.split())
     if _BASE64.fullmatch(compact) and len(compact) % 4 == 0:
         return base64.b64decode(compact)
@@ -216,7 +217,7 @@ def _size_of(entry):
 
 def _step_error(step):
     if step is None:
-        return GraphTransientError("Microsoft Graph left a step of the batch unanswered.")
+        return GraphTransientError(_lt("Microsoft Graph left a step of the batch unanswered."))
     return error_from_graph_response(_StepAnswer(step))
 
 
@@ -443,7 +444,7 @@ class DeltaSync:
         link = body.get(name)
         if not link:
             raise GraphTransientError(
-                "Microsoft Graph sent a delta page without a next or delta link."
+                _lt("Microsoft Graph sent a delta page without a next or delta link.")
             )
         return link
 
@@ -568,7 +569,7 @@ class DeltaSync:
                 return _read_body(response, limit)
             except (requests.RequestException, _CutShort) as exc:
                 error = GraphTransientError(
-                    "Microsoft Graph stopped sending the message; it will be fetched again.",
+                    _lt("Microsoft Graph stopped sending the message; it will be fetched again."),
                     status=response.status_code,
                     code="IncompleteRead",
                     request_id=response.headers.get("request-id"),

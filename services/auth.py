@@ -17,7 +17,7 @@ import warnings
 import msal
 import requests
 
-from .certificates import AssertionSigner, CertificateError, explain_refusal
+from .certificates import REFUSAL_PARAMS, AssertionSigner, CertificateError, explain_refusal
 from .endpoints import CLOUDS
 from .errors import (
     GraphAuthError,
@@ -316,7 +316,9 @@ class OutlookAuth:
         """
         if str(self.tenant or "common").lower() in ("common", "organizations", "consumers"):
             # Entra refuses client credentials there (AADSTS9001023); say so before asking.
-            raise GraphConfigError(explain_refusal("9001023", None), code="tenant_required")
+            raise GraphConfigError(
+                explain_refusal("9001023", None), params=REFUSAL_PARAMS, code="tenant_required"
+            )
         resource = self.endpoints.scope("") if self.endpoints.qualify_scopes else GRAPH_RESOURCE
         scope = f"{resource.rstrip('/')}/.default"
         app, http = self._app(0)
@@ -458,6 +460,7 @@ def certificate_error(status, result):
     if words and str(error.code) not in ("7000215", "7000222", "7000218", "700016", "90002"):
         error = GraphConfigError(
             words,
+            params=REFUSAL_PARAMS,
             status=error.status,
             code=error.code,
             request_id=error.request_id,

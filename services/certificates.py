@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
+from .errors import _lt
+
 MIN_KEY_SIZE = 2048
 DEFAULT_KEY_SIZE = 2048
 DEFAULT_LIFETIME_DAYS = 730
@@ -262,53 +264,58 @@ class AssertionSigner:
 # AADSTS code -> what it means for the app's certificate credential, for an admin. The
 # sources are listed in sandbox/README.md ("Issue 16").
 _REFUSALS = {
-    "700027": (
+    "700027": _lt(
         "Microsoft does not know this certificate: it is not registered on this Azure app. "
-        f"Upload it in Azure ({AZURE_UPLOAD_PATH}), wait a minute, then test again."
+        "Upload it in Azure (%(upload_path)s), wait a minute, then test again."
     ),
-    "700024": (
+    "700024": _lt(
         "Microsoft found the sign-in proof outside its validity time: this server's clock "
         "and Microsoft's differ. Set the server's clock right (NTP), then test again."
     ),
-    "700021": (
+    "700021": _lt(
         "The certificate proof names another application: check the Client ID in Settings "
         "against the Azure app's Application (client) ID."
     ),
-    "50048": (
+    "50048": _lt(
         "The certificate proof names another application: check the Client ID in Settings "
         "against the Azure app's Application (client) ID."
     ),
-    "700023": (
+    "700023": _lt(
         "The certificate proof was made for another token endpoint: check the tenant and the "
         "Microsoft cloud in Settings."
     ),
-    "50027": "Microsoft could not read the certificate proof. Generate a new certificate.",
-    "90014": "Microsoft could not read the certificate proof. Generate a new certificate.",
-    "50013": "Microsoft refused the certificate proof as used before; test again.",
-    "7000215": (
+    "50027": _lt("Microsoft could not read the certificate proof. Generate a new certificate."),
+    "90014": _lt("Microsoft could not read the certificate proof. Generate a new certificate."),
+    "50013": _lt("Microsoft refused the certificate proof as used before; test again."),
+    "7000215": _lt(
         "Microsoft expected the client secret, and the one sent is wrong: check the secret "
         "in Settings, or switch to the certificate once it is registered."
     ),
-    "7000222": "The client secret has expired: switch to the certificate, or create a new secret.",
-    "7000218": "Microsoft received no credential: enter a secret or generate a certificate.",
-    "700016": (
+    "7000222": _lt(
+        "The client secret has expired: switch to the certificate, or create a new secret."
+    ),
+    "7000218": _lt("Microsoft received no credential: enter a secret or generate a certificate."),
+    "700016": _lt(
         "No application with this client id exists in the tenant: check the Client ID and "
         "the tenant in Settings."
     ),
-    "90002": "The tenant in Settings does not exist: check the tenant id or domain.",
-    "9001023": (
+    "90002": _lt("The tenant in Settings does not exist: check the tenant id or domain."),
+    "9001023": _lt(
         "Testing the app credential needs your tenant: enter the Directory (tenant) ID of "
         "the Azure app instead of common, organizations or consumers."
     ),
 }
 _EXPIRED_REASON = "the key used is expired"
+# The values the sentences above name, filled in after translation.
+REFUSAL_PARAMS = {"upload_path": AZURE_UPLOAD_PATH}
 
 
 def explain_refusal(code, description):
-    """Words for an admin for a refused app credential, or None for another error."""
+    """Words for an admin for a refused app credential (a template to fill in with
+    REFUSAL_PARAMS), or None for another error."""
     code = str(code or "")
     if code == "700027" and _EXPIRED_REASON in str(description or "").lower():
-        return (
+        return _lt(
             "Microsoft has this certificate but it is expired (or not yet valid) in Azure: "
             "prepare the next certificate, upload it, and test again."
         )

@@ -411,3 +411,4 @@ class TestTours(GraphHttpCase):
         self.assertEqual(incoming.server_type, "microsoft_graph")
         self.assertEqual(incoming.microsoft_graph_status, "valid")
         self.assertEqual(incoming.microsoft_graph_account_oid, admin)
+        self.assertEqual(incoming.state, "done")

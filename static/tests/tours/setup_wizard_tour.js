@@ -154,5 +154,14 @@ registry.category("web_tour.tours").add("microsoft_outlook_graph_setup_wizard_in
             trigger:
                 ".o_form_view .o_field_widget[name=microsoft_graph_status]:contains('Outlook Token Valid')",
         },
+        {
+            content: "Test & Confirm, so that the fetchmail cron reads it",
+            trigger: ".o_form_statusbar button[name=button_confirm_login]",
+            run: "click",
+        },
+        {
+            content: "Confirmed",
+            trigger: ".o_field_widget[name=state] .o_arrow_button_current:contains('Confirmed')",
+        },
     ],
 });

@@ -81,6 +81,15 @@ class TestSetupWizard(GraphTransactionCase):
         setup.action_back()
         self.assertEqual(setup.step, "redirect")
 
+    def test_redirect_uri_azure_refuses_is_said(self):
+        Config = self.env["ir.config_parameter"].sudo()
+        Config.set_param("web.base.url", "http://odoo.example.com")
+        self.assertTrue(self.Setup.create({}).redirect_uri_not_https)
+        Config.set_param("web.base.url", "https://odoo.example.com")
+        self.assertFalse(self.Setup.create({}).redirect_uri_not_https)
+        Config.set_param("web.base.url", "http://localhost:8069")
+        self.assertFalse(self.Setup.create({}).redirect_uri_not_https)
+
     # step 2 ---------------------------------------------------------------------------
 
     def test_app_accepted_is_saved_where_settings_keeps_it(self):
@@ -100,6 +109,20 @@ class TestSetupWizard(GraphTransactionCase):
         self.assertFalse(setup.sudo().client_secret_sealed, "the setup keeps no secret once saved")
         setup.action_next()
         self.assertEqual(setup.step, "permissions")
+
+    def test_certificate_prepared_in_settings_is_tested_instead_of_a_secret(self):
+        self.configure_outlook()
+        settings = self.env["res.config.settings"].create({})
+        entry = settings._microsoft_graph_new_certificate()
+        self.sandbox.add_app_certificate(defaults.CLIENT_ID, entry["info"]["certificate_pem"])
+        settings.action_microsoft_graph_test_credential()
+        # The app has no secret any more: only the certificate can pass.
+        self.sandbox.remove_client_secret(defaults.CLIENT_ID)
+        setup = self.app_step(client_secret=False)
+        self.assertTrue(setup.uses_certificate)
+        setup.action_test_app()
+        self.assertEqual(setup.app_check_kind, "success", setup.app_check)
+        self.assertIn("the certificate", setup.app_check)
 
     def test_secret_is_never_stored_in_plaintext(self):
         setup = self.app_step(client_secret="wrong-secret-value")

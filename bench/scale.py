@@ -10,7 +10,9 @@ one run and printed side by side with the machine's load:
    (time-scaled as the sandbox's time_scale): drain time against the limits' own floor,
    refused, sent twice, the largest wait of a transactional mail;
 3. one mailbox throttled (429, Retry-After an hour) and one answering in 10 s: the delay they
-   add to everyone else, against the same mails without them;
+   add to everyone else, against the same mails without them; and for incoming mail, one
+   shared mailbox first in line with three pages waiting and every request answered in 10 s:
+   the delay it adds to a new message in each of the others (its slice, docs/incoming.md);
 4. server time of the health list, the busiest server form (10,000 waiting mails) and Settings;
 5. rows the ledgers add per day at that traffic, and what pruning keeps.
 
@@ -21,6 +23,9 @@ A benchmark: it prints figures and exits 0 whatever they are (bench/README.md).
 """
 
 import collections
+import datetime
+import email.message
+import email.utils
 import os
 import re
 import signal
@@ -262,6 +267,7 @@ def setup(env, sb, options):
         "senders": senders,
         "servers": servers,
         "incoming": incoming,
+        "shared": shared,
         "action": action.id,
         "connect_seconds": time.perf_counter() - started,
     }
@@ -338,6 +344,58 @@ def sweep(rpc, hosts, sb, incoming, action_id):
         * (sum(host.cpu_seconds() for host in hosts) - cpu)
         / max(1, len(incoming)),
     }
+
+
+def incoming_mime(to, subject):
+    """A small new message for the Inbox of to; (bytes, its Message-ID)."""
+    message = email.message.EmailMessage()
+    message["From"] = "Customer <customer@example.com>"
+    message["To"] = to
+    message["Subject"] = subject
+    message["Message-ID"] = email.utils.make_msgid(domain="customer.example.com")
+    message["Date"] = email.utils.formatdate()
+    message.set_content(f"Body of {subject}")
+    return message.as_bytes(), message["Message-ID"]
+
+
+def incoming_delay(registry, api, rpc, sb, state, slow):
+    """Seconds until one new message in each incoming mailbox but the first is imported by
+    the fetchmail cron; the first mailbox is first in line (least recently run) and, when
+    slow, has three delta pages waiting and every Graph request answered in 10 s."""
+    first, *others = state["shared"]
+    tag = "slow" if slow else "alone"
+    fault = None
+    if slow:
+        for n in range(120):
+            sb.deliver(first, incoming_mime(first, f"backlog {n}")[0])
+        fault = sb.inject_fault("timeout", mailbox=first, times=None, seconds=10.0)
+    with environment(registry, api) as env:
+        servers = env["fetchmail.server"].browse(state["incoming"])
+        servers[1:].write({"date": env.cr.now()})
+        servers[0].write({"date": env.cr.now() - datetime.timedelta(hours=1)})
+        env.cr.commit()
+    message_ids = []
+    for address in others:
+        raw, message_id = incoming_mime(address, f"{tag} {address}")
+        sb.deliver(address, raw)
+        message_ids.append(message_id)
+    started = time.perf_counter()
+    rpc.trigger(state["action"], FETCH_CRON)
+    wall = None
+    while time.perf_counter() - started < 300:
+        with environment(registry, api) as env:
+            env.cr.execute(
+                "SELECT count(DISTINCT message_id) FROM mail_message WHERE message_id IN %s",
+                [tuple(message_ids)],
+            )
+            if env.cr.fetchone()[0] == len(message_ids):
+                wall = time.perf_counter() - started
+                break
+        time.sleep(0.2)
+    if fault is not None:
+        sb.remove_fault(fault)
+        fault.release()
+    return wall
 
 
 def drain(registry, api, rpcs, sb, state, options):
@@ -529,6 +587,13 @@ def run(options, src, python, database):
         results = {"machine_start": machine()}
         results["sweep"] = sweep(rpcs[0], hosts, sb, state["incoming"], state["action"])
         print(f"sweep: {results['sweep']}; {machine()}", flush=True)
+        results["incoming_alone_s"] = incoming_delay(registry, api, rpcs[0], sb, state, False)
+        results["incoming_slow_s"] = incoming_delay(registry, api, rpcs[0], sb, state, True)
+        print(
+            f"incoming: alone {results['incoming_alone_s']} s, behind a slow mailbox "
+            f"{results['incoming_slow_s']} s; {machine()}",
+            flush=True,
+        )
         results["drain"] = drain(registry, api, rpcs, sb, state, options)
         print(f"drain: {results['drain']}; {machine()}", flush=True)
         with environment(registry, api) as env:
@@ -587,6 +652,11 @@ def report(results, options):
             f"{options.bystanders} bystanders' mails, alone / behind a throttled and a slow mailbox",
             f"{results['baseline_s']:.1f} s" if results["baseline_s"] else "-",
             f"{results['faulty_s']:.1f} s" if results["faulty_s"] else "-",
+        ),
+        (
+            f"a new message in {options.shared - 1} incoming mailboxes, alone / behind a slow one",
+            f"{results['incoming_alone_s']:.1f} s" if results["incoming_alone_s"] else "-",
+            f"{results['incoming_slow_s']:.1f} s" if results["incoming_slow_s"] else "-",
         ),
         (
             "health list, 80 rows / all",

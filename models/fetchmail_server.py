@@ -44,6 +44,9 @@ NOTIFY_KEYS = frozenset(
 )
 # Fields whose change makes the stored delta link name another folder or mailbox.
 SYNC_KEYS = ("user", "microsoft_graph_folder", "microsoft_graph_mailbox_kind")
+# A server's share of a cron call is never shorter than this: a delta page and its
+# commit fit in it, so a call over many mailboxes still moves each of them forward.
+SLICE_FLOOR_SECONDS = 5
 # First key of the advisory lock that keeps two workers off one server's import.
 ADVISORY_LOCK_CLASS = 7_262_019
 
@@ -133,6 +136,13 @@ class FetchmailServer(models.Model):
         copy=False,
         readonly=True,
         help="The last run stopped at its budget; the next one is already scheduled.",
+    )
+    microsoft_graph_throttled_until = fields.Datetime(
+        "Throttled Until",
+        copy=False,
+        readonly=True,
+        help="Microsoft asked Odoo to wait (Retry-After), or its requests kept failing: the "
+        "import skips the mailbox until then, and runs again at that time.",
     )
     microsoft_graph_failed_message_ids = fields.One2many(
         "microsoft.outlook.graph.failed.message", "server_id", string="Kept Messages"
@@ -505,31 +515,37 @@ class FetchmailServer(models.Model):
     # ------------------------------------------------------------------
 
     def _microsoft_graph_fetch_servers(self):
-        """Run each Graph server in turn; one server's failure never stops the others.
+        """Run each Graph server in turn, each in its own slice of the call's time; one
+        server's failure, slowness or throttling never stops the others.
 
         In the cron (``cron_id`` in the context) each page is committed with its
         checkpoint through ``ir.cron._commit_progress``; elsewhere nothing is committed.
-        A call lasts about the largest seconds budget of its servers; the least recently
-        run go first, so a server left out by the time limit is first in the next call.
+        A call lasts about the largest seconds budget of its servers, shared out: each
+        server gets what is left divided by the servers still to serve (at least
+        ``SLICE_FLOOR_SECONDS``) and stops at a page boundary past it, its position kept.
+        The least recently run go first, so a server left out when the call's time is up
+        is first in the next call; a server Microsoft asked to wait is skipped until then.
         """
         commit = bool(self.env.context.get("cron_id"))
         cron_end = self.env.context.get("cron_end_time")
         if commit and cron_end and time.monotonic() > cron_end:
             # Odoo's cron calls again within one job while other servers report work
-            # left. Graph servers had their budget in the job's first call: a trigger
-            # brings the rest in a new job rather than holding this worker past its
-            # time limit.
+            # left (``cron_end_time`` is Odoo's own monotonic clock). Graph servers had
+            # their budget in the job's first call: a trigger brings the rest in a new
+            # job rather than holding this worker past its time limit.
             if any(self.mapped("microsoft_graph_pending")):
                 self.env.ref(GATEWAY_CRON).sudo()._trigger()
             return None
-        servers = self.with_context(fetchmail_cron_running=True).sorted(
-            lambda server: server.date or datetime.datetime.min
-        )
-        deadline = time.monotonic() + max(server._microsoft_graph_budget()[1] for server in servers)
+        servers = self.with_context(fetchmail_cron_running=True)._microsoft_graph_due()
+        if not servers:
+            return None
+        clock = self._microsoft_graph_clock
+        call_end = clock() + max(server._microsoft_graph_budget()[1] for server in servers)
         result_exception = None
         left_out = False
-        for server in servers:
-            if time.monotonic() >= deadline:
+        for position, server in enumerate(servers):
+            left = call_end - clock()
+            if left <= 0:
                 left_out = True
                 continue
             if not server._microsoft_graph_lock():
@@ -539,7 +555,8 @@ class FetchmailServer(models.Model):
                     server.name,
                 )
                 continue
-            run = server._microsoft_graph_fetch(commit=commit, deadline=deadline)
+            share = max(SLICE_FLOOR_SECONDS, left / (len(servers) - position))
+            run = server._microsoft_graph_fetch(commit=commit, deadline=clock() + share)
             if run.error is not None:
                 result_exception = run.error
             if commit:
@@ -549,6 +566,24 @@ class FetchmailServer(models.Model):
             if commit:
                 self.env.cr.commit()  # pylint: disable=invalid-commit
         return result_exception
+
+    def _microsoft_graph_due(self):
+        """The servers to run now, least recently run first: not those Microsoft asked
+        to wait (their run is triggered for the time it named)."""
+        now = fields.Datetime.now()
+        throttled = self.filtered(
+            lambda server: server.microsoft_graph_throttled_until
+            and server.microsoft_graph_throttled_until > now
+        )
+        for server in throttled:
+            _logger.info(
+                "[Incoming Mail] fetchmail.server #%s %s: skipped until %s (Microsoft asked "
+                "to wait)",
+                server.id,
+                server.name,
+                server.microsoft_graph_throttled_until,
+            )
+        return (self - throttled).sorted(lambda server: server.date or datetime.datetime.min)
 
     def _microsoft_graph_lock(self):
         """Take this server for the transaction, or say another worker has it.

@@ -6,13 +6,15 @@ reaches: its delta sync, its budget, its position and its counts.
 """
 
 import contextlib
+import datetime
 import logging
+import math
 
 from odoo import fields
 from odoo.exceptions import UserError
 
 from ..services.clock import naive_utc
-from ..services.errors import GraphError
+from ..services.errors import GraphError, GraphTransientError
 from ..services.sync import RESYNC_MARGIN, DeltaTokenExpired, MessageTooLarge
 from .microsoft_outlook_graph_subscription import GATEWAY_CRON
 
@@ -89,6 +91,7 @@ class GraphImportRun:
         try:
             mailbox = server._connect__()
             self.sync = mailbox.sync
+            self._bound_waits()
             self._walk(mailbox)
             self.position.update(
                 {
@@ -96,10 +99,12 @@ class GraphImportRun:
                     "error_message": False,
                     "microsoft_graph_last_success": fields.Datetime.now(),
                     "microsoft_graph_pending": self.pending,
+                    "microsoft_graph_throttled_until": False,
                 }
             )
         except GraphError as exc:
             self._stop(exc)
+            self._note_retry_after(exc)
         except Exception as exc:
             if not self.commit:
                 raise
@@ -135,6 +140,22 @@ class GraphImportRun:
     def _stop(self, error):
         self.error = error
         self.stopped = type(error).__name__
+
+    def _bound_waits(self):
+        """Microsoft's Retry-After is waited for inside the run only within its slice; a
+        longer one ends the run, so that the other mailboxes never wait for this one."""
+        left = max(0.0, self.deadline - self.clock())
+        self.sync.client.max_inline_wait = min(self.sync.client.max_inline_wait, left)
+        self.sync.max_retry_wait = min(self.sync.max_retry_wait, left)
+
+    def _note_retry_after(self, error):
+        """Microsoft asked to wait (Retry-After), or the client gave up its retries after
+        a backoff: the server is skipped until then, and run again then."""
+        if not isinstance(error, GraphTransientError) or not error.retry_after:
+            return
+        until = fields.Datetime.now() + datetime.timedelta(seconds=math.ceil(error.retry_after))
+        self.position["microsoft_graph_throttled_until"] = until
+        self.env.ref(GATEWAY_CRON).sudo()._trigger(at=until)
 
     # -- the delta rounds ----------------------------------------------------------------
 

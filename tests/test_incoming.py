@@ -12,8 +12,8 @@ import logging
 import tracemalloc
 from unittest.mock import patch
 
-from odoo import api
-from odoo.tests import tagged
+from odoo import api, fields
+from odoo.tests import freeze_time, tagged
 from odoo.tools import mute_logger
 
 from odoo.addons.microsoft_outlook_graph.sandbox import defaults
@@ -495,9 +495,17 @@ class TestIncoming(GraphTransactionCase):
                 self.assertFalse(self.messages_with(message_id))
                 self.assertTrue(self.server.error_date)
                 self.assertEqual(self.server.microsoft_graph_status, "valid")
+                # Microsoft's Retry-After (or the client's backoff after the resets):
+                # the mailbox is skipped until then.
+                until = self.server.microsoft_graph_throttled_until
+                self.assertGreater(until, fields.Datetime.now())
                 self.run_cron()
+                self.assertFalse(self.messages_with(message_id))
+                with freeze_time(until):
+                    self.run_cron()
                 self.assertEqual(len(self.messages_with(message_id)), 1)
                 self.assertFalse(self.server.error_date)
+                self.assertFalse(self.server.microsoft_graph_throttled_until)
 
     def test_one_failing_mailbox_does_not_stop_the_others(self):
         shared = self.connect(
@@ -560,8 +568,9 @@ class TestIncoming(GraphTransactionCase):
             self.create_incoming(defaults.SALES, kind="shared", object_id=self.partner_model.id)
         )
         Server = self.registry["fetchmail.server"]
-        self.patch(Server, "_microsoft_graph_budget", lambda server: (500, 0.001))
+        self.patch(Server, "_microsoft_graph_budget", lambda server: (500, 10))
         self.patch(Server, "_microsoft_graph_page_size", 2)
+        self.clock_moved_per_message(10)
         own = [self.deliver(f"Own {n}")[1] for n in range(3)]
         _id, shared_message_id = self.deliver("Shared", mailbox=defaults.SALES)
         self.run_cron(self.server | shared)
@@ -575,6 +584,105 @@ class TestIncoming(GraphTransactionCase):
         self.assertEqual(len(self.messages_with(shared_message_id)), 1)
         self.run_cron(self.server | shared)
         self.assert_imported_once(own)
+
+    # fair and isolated: each mailbox its slice of a call -----------------------------------
+
+    def connect_shared(self):
+        return self.connect(
+            self.create_incoming(defaults.SALES, kind="shared", object_id=self.partner_model.id)
+        )
+
+    def requests_of(self, mailbox):
+        return [entry for entry in self.sandbox.requests if entry.mailbox == mailbox]
+
+    def clock_moved_per_message(self, seconds):
+        """The import's clock, moved ``seconds`` by each message through the gateway."""
+        clock = [1000.0]
+        Server = self.registry["fetchmail.server"]
+        process = Server._microsoft_graph_process
+
+        def slow_process(server, raw, check_size=True):
+            clock[0] += seconds
+            return process(server, raw, check_size=check_size)
+
+        self.patch(Server, "_microsoft_graph_clock", lambda server: clock[0])
+        self.patch(Server, "_microsoft_graph_process", slow_process)
+        return clock
+
+    def test_a_mailbox_stops_at_its_slice_and_the_next_call_continues(self):
+        shared = self.connect_shared()
+        self.patch(self.registry["fetchmail.server"], "_microsoft_graph_page_size", 2)
+        # 10 s a message: the 8 messages of the first mailbox would take 80 s of the
+        # call's 60; its slice is half of them.
+        self.clock_moved_per_message(10)
+        own = [self.deliver(f"Own {n}")[1] for n in range(8)]
+        _id, shared_message_id = self.deliver("Shared", mailbox=defaults.SALES)
+        start_link = self.server.microsoft_graph_delta_link
+        self.run_cron(self.server | shared)
+        # Two pages (40 s) of the first, past its 30 s slice: it stopped there, its
+        # position saved; the second was served in the same call.
+        self.assertEqual(self.server.microsoft_graph_imported_count, 4)
+        self.assertTrue(self.server.microsoft_graph_pending)
+        self.assertNotEqual(self.server.microsoft_graph_delta_link, start_link)
+        self.assertEqual(len(self.messages_with(shared_message_id)), 1)
+        self.run_cron(self.server | shared)
+        self.assertEqual(self.server.microsoft_graph_imported_count, 8)
+        self.assertFalse(self.server.microsoft_graph_pending)
+        self.assert_imported_once(own)
+
+    def test_the_least_recently_served_mailbox_goes_first(self):
+        shared = self.connect_shared()
+        now = fields.Datetime.now()
+        self.server.date = now
+        shared.date = now - datetime.timedelta(hours=1)
+        # One message takes longer than the whole call: one mailbox per call.
+        self.clock_moved_per_message(100)
+        _id, own_message_id = self.deliver("Own")
+        _id, shared_message_id = self.deliver("Shared", mailbox=defaults.SALES)
+        self.run_cron(self.server | shared)
+        self.assertEqual(len(self.messages_with(shared_message_id)), 1)
+        self.assertFalse(self.messages_with(own_message_id))
+        self.assertTrue(self.env["ir.cron.trigger"].search([("cron_id", "=", self.cron.id)]))
+        # The mailbox left out is now the least recently served.
+        _id, shared_later_id = self.deliver("Shared later", mailbox=defaults.SALES)
+        self.run_cron(self.server | shared)
+        self.assertEqual(len(self.messages_with(own_message_id)), 1)
+        self.assertFalse(self.messages_with(shared_later_id))
+
+    def test_a_throttled_mailbox_costs_the_others_nothing(self):
+        shared = self.connect_shared()
+        shared.date = fields.Datetime.now() - datetime.timedelta(hours=1)  # served first
+        clock = self.clock_moved_per_message(1)
+        self.sandbox.inject_fault(
+            "status", mailbox=defaults.SALES, status=429, retry_after=3600, times=None
+        )
+        _id, shared_message_id = self.deliver("Shared", mailbox=defaults.SALES)
+        _id, own_message_id = self.deliver("Own")
+        self.sandbox.clear_log()
+        with mute_logger(GRAPH_LOGGER, FETCH_LOGGER, IMPORT_LOGGER):
+            self.run_cron(self.server | shared, expect_error=True)
+        # One refused request, no wait: the other mailbox had the call's whole time.
+        self.assertEqual(len(self.requests_of(defaults.SALES)), 1)
+        self.assertEqual(clock[0], 1001.0)
+        self.assertEqual(len(self.messages_with(own_message_id)), 1)
+        until = shared.microsoft_graph_throttled_until
+        self.assertEqual(until, fields.Datetime.now() + datetime.timedelta(seconds=3600))
+        self.assertTrue(
+            self.env["ir.cron.trigger"].search(
+                [("cron_id", "=", self.cron.id), ("call_at", "=", until)]
+            )
+        )
+        # Until Microsoft's time, the mailbox costs no request at all.
+        _id, own_later_id = self.deliver("Own later")
+        self.sandbox.clear_log()
+        self.run_cron(self.server | shared)
+        self.assertEqual(len(self.messages_with(own_later_id)), 1)
+        self.assertFalse(self.requests_of(defaults.SALES))
+        self.sandbox.clear_faults()
+        with freeze_time(until):
+            self.run_cron(self.server | shared)
+        self.assertEqual(len(self.messages_with(shared_message_id)), 1)
+        self.assertFalse(shared.microsoft_graph_throttled_until)
 
     def test_mark_as_read_by_default_and_move_when_asked(self):
         self.deliver("Read me")

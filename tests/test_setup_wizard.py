@@ -110,6 +110,20 @@ class TestSetupWizard(GraphTransactionCase):
         setup.action_next()
         self.assertEqual(setup.step, "permissions")
 
+    def test_settings_page_it_was_opened_from_saves_the_new_values(self):
+        # Settings, as the admin opened it before the setup: no Azure app yet.
+        page = self.env["res.config.settings"].create({})
+        page.action_microsoft_graph_open_setup()
+        setup = self.app_step()
+        setup.action_test_app()
+        self.assertEqual(setup.app_check_kind, "success", setup.app_check)
+        # The setup closes, Settings shows its page again, and the admin presses Save.
+        page.execute()
+        self.assertEqual(self.params()["microsoft_outlook_client_id"], defaults.CLIENT_ID)
+        self.assertEqual(self.params()["microsoft_outlook_graph.tenant"], defaults.TENANT_ID)
+        mixin = self.env["microsoft.outlook.graph.mixin"]
+        self.assertEqual(mixin._microsoft_graph_client_secret(), defaults.CLIENT_SECRET)
+
     def test_certificate_prepared_in_settings_is_tested_instead_of_a_secret(self):
         self.configure_outlook()
         settings = self.env["res.config.settings"].create({})

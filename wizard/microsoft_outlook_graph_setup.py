@@ -24,6 +24,15 @@ SERVER_FIELDS = {
     "ir.mail_server": ("smtp_authentication", "smtp_user"),
     "fetchmail.server": ("server_type", "user"),
 }
+# The Settings fields the setup saves that a Settings page keeps (the secret is never kept).
+SETTINGS_SHOWN = (
+    "microsoft_outlook_client_identifier",
+    "microsoft_graph_tenant",
+    "microsoft_graph_cloud",
+    "microsoft_graph_authority_url",
+    "microsoft_graph_graph_url",
+    "microsoft_graph_ca_file",
+)
 STEPS = [
     ("redirect", "Redirect URI"),
     ("app", "Azure App"),
@@ -354,8 +363,13 @@ class MicrosoftOutlookGraphSetup(models.TransientModel):
 
     def _save_app(self, values):
         """Into the same parameters as Settings, through Settings (its checks, the sealing)."""
-        self.env["res.config.settings"].create(values).execute()
+        Settings = self.env["res.config.settings"]
+        Settings.create(values).execute()
         self.sudo().client_secret_sealed = False
+        # The Settings page the setup was opened from holds the values it read before, and
+        # shows them again once the setup closes: its Save would write them back.
+        shown = {key: value for key, value in values.items() if key in SETTINGS_SHOWN}
+        Settings.search([("create_uid", "=", self.env.uid)]).write(shown)
 
     def _where_to_fix(self, error):
         """The Azure page and the field to correct, for what Microsoft refused."""

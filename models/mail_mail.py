@@ -1,4 +1,3 @@
-import ast
 import logging
 import time
 
@@ -7,12 +6,11 @@ import psycopg2
 from odoo import api, fields, models
 
 from ..services.send import GraphSendDeferred
-from ..services.sending_limits import count_external, count_recipients
+from ..services.sending_limits import is_bulk, message_external, message_recipients
 from .microsoft_outlook_graph_mixin import GRAPH
 
 _logger = logging.getLogger(__name__)
 
-BULK_PRECEDENCE = ("bulk", "list", "junk")
 # Wall-clock seconds one queue run spends on one Graph mailbox before it moves on to the next
 # (a slow or throttled mailbox costs the others at most this, plus the mail in flight); the
 # rest of its mail stays queued for the next run. Hidden setting for tests and benchmarks.
@@ -236,40 +234,23 @@ class MailMail(models.Model):
     def _microsoft_graph_is_bulk(self):
         """Mass mail, which goes after transactional mail (a password reset, an invoice)."""
         self.ensure_one()
-        if "mailing_id" in self._fields and self.mailing_id:
-            return True
-        try:
-            headers = ast.literal_eval(self.headers) if self.headers else {}
-        except (ValueError, SyntaxError):
-            return False
-        precedence = headers.get("Precedence", "") if isinstance(headers, dict) else ""
-        return str(precedence).strip().lower() in BULK_PRECEDENCE
+        return is_bulk(self.headers, "mailing_id" in self._fields and bool(self.mailing_id))
 
     def _microsoft_graph_queue_order(self):
         return self.sorted(lambda mail: (mail._microsoft_graph_is_bulk(), mail.id))
 
     def _microsoft_graph_message_recipients(self):
-        """Recipients of each message Odoo makes of this mail, as Exchange counts them.
-
-        One message to the To and Cc addresses, and one per recipient partner (as
-        ``_prepare_outgoing_list`` builds them).
-        """
+        """Recipients of each message Odoo makes of this mail, as Exchange counts them."""
         self.ensure_one()
-        counts = []
-        if self.email_to or self.email_cc:
-            counts.append(count_recipients(self.email_to, self.email_cc) or 1)
-        counts.extend(count_recipients(partner.email) or 1 for partner in self.recipient_ids)
-        return counts or [1]
+        return message_recipients(self.email_to, self.email_cc, self.recipient_ids.mapped("email"))
 
     def _microsoft_graph_message_external(self, domains):
         """External recipients of each message Odoo makes of this mail (in the order of
         ``_microsoft_graph_message_recipients``): those outside the tenant's accepted domains."""
         self.ensure_one()
-        counts = []
-        if self.email_to or self.email_cc:
-            counts.append(count_external(domains, self.email_to, self.email_cc))
-        counts.extend(count_external(domains, partner.email) for partner in self.recipient_ids)
-        return counts or [0]
+        return message_external(
+            domains, self.email_to, self.email_cc, self.recipient_ids.mapped("email")
+        )
 
     def _microsoft_graph_refuse(self, reason):
         """Fail a mail that Exchange would refuse whatever the time (too many recipients)."""

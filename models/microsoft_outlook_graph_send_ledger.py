@@ -3,7 +3,7 @@ import logging
 from datetime import timedelta
 
 from odoo import api, fields, models
-from odoo.tools import email_normalize
+from odoo.tools import SQL, email_normalize
 
 from odoo.addons.base.models.ir_mail_server import MailDeliveryException
 
@@ -17,6 +17,9 @@ from ..services.sending_limits import (
     count_recipients,
     forecast_shared,
     generated_by_exchange,
+    is_bulk,
+    message_external,
+    message_recipients,
     next_backoff,
     quota_ndr_limit,
     round_up,
@@ -623,79 +626,101 @@ class MicrosoftOutlookGraphSendLedger(models.Model):
 
     @api.model
     def _queue_empties_at(self, servers, now):
-        """{server id: when its last waiting mail may go, or False} of Graph servers: one
-        forecast per tenant of all its waiting mails (its mailboxes share the tenant's
-        external budget), one per server without a tenant."""
-        Tenant = self.env["microsoft.outlook.graph.tenant"].sudo()
-        groups = {}  # tenant id (or server id) -> servers spending one tenant budget
-        for server in servers:
-            key = server.microsoft_graph_account_tid or ("server", server.id)
-            groups[key] = groups.get(key, servers.browse()) | server
-        result = {}
-        for key, group in groups.items():
-            tenant = Tenant
-            spending = group
-            if isinstance(key, str):
-                tenant = Tenant.search([("tenant_id", "=", key)], limit=1)
+        """{server id: when its last waiting mail may go, or False} of Graph servers, from
+        one forecast per tenant of all its waiting mails (its mailboxes share the tenant's
+        external budget) and one of the servers without a tenant (each on its own budget).
+
+        A fixed number of queries per tenant, none per server or mail: one for the ledgers
+        and one for the waiting mails of every server involved.
+        """
+        tids = {server.microsoft_graph_account_tid for server in servers} - {False, None}
+        tenants = {
+            tenant.tenant_id: tenant
+            for tenant in self.env["microsoft.outlook.graph.tenant"]
+            .sudo()
+            .search([("tenant_id", "in", list(tids))])
+        }
+        groups = {tid: servers.browse() for tid in tenants}  # tenant id -> its servers
+        alone = servers.filtered(lambda server: server.microsoft_graph_account_tid not in tenants)
+        if tenants:
+            # Every server of those tenants, for the forecast of their shared budgets.
+            for server in servers.search([("smtp_authentication", "=", GRAPH)]):
+                if server.microsoft_graph_account_tid in groups:
+                    groups[server.microsoft_graph_account_tid] |= server
+        spending = alone.union(*groups.values())
+        limits = {server.id: server._microsoft_graph_limits() for server in spending}
+        accounts = {server.id: server._microsoft_graph_budget_account() for server in spending}
+        ledgers = self._ledgers(set(accounts.values()), limits.values(), now)
+        box_ledgers = {
+            server.id: Budget(ledgers.get(accounts[server.id], ()), limits[server.id])._entries
+            for server in spending
+        }
+        waiting = self._waiting_mails(spending)
+        empties = {}
+        for tid, group in [(None, alone), *groups.items()]:
+            tenant = tenants.get(tid)
+            ids = set(group.ids)
+            mails = [mail for mail in waiting if mail[1] in ids]
+            if not mails:
+                continue
+            shared_limits, shared = NO_LIMITS, ()
             if tenant:
-                # Every server of the tenant, for the forecast of the shared budget.
-                spending |= servers.search(
-                    [("smtp_authentication", "=", GRAPH), ("id", "not in", group.ids)]
-                ).filtered(lambda other, tid=key: other.microsoft_graph_account_tid == tid)
-            empties = self._forecast_empties(spending, tenant, now)
-            result.update({server.id: empties.get(server.id) or False for server in group})
-        return result
+                shared_limits = tenant._limits()
+                shared = self._tenant_budget(tid, shared_limits, now)._entries
+            domains = tenant._accepted_domains() if tenant else frozenset()
+            queue = [
+                (
+                    mail_id,
+                    server_id,
+                    sum(message_recipients(to, cc, emails)),
+                    sum(message_external(domains, to, cc, emails)) if tenant else 0,
+                )
+                for mail_id, server_id, to, cc, emails in mails
+            ]
+            plan = forecast_shared(
+                queue,
+                {server.id: box_ledgers[server.id] for server in group},
+                {server.id: limits[server.id] for server in group},
+                shared,
+                shared_limits,
+                now,
+            )
+            empties.update(plan.empties_by_key)
+        return {server.id: empties.get(server.id) or False for server in servers}
 
     @api.model
-    def _forecast_empties(self, servers, tenant, now):
-        """{server id: when its last waiting mail may go} from one forecast of the waiting
-        mails of servers (every server of one tenant, or one server without a tenant)."""
-        limits = {server.id: server._microsoft_graph_limits() for server in servers}
-        accounts = {server.id: server._microsoft_graph_budget_account() for server in servers}
-        ledgers = self._ledgers(set(accounts.values()), limits.values(), now)
-        shared_limits = tenant._limits() if tenant else NO_LIMITS
-        shared = ()
-        if tenant:
-            shared = self._tenant_budget(tenant.tenant_id, shared_limits, now)._entries
-        # Only the columns the forecast needs: a mail.mail record prefetches its message's
-        # body and every other column, which for 10,000 waiting mails took most of a second.
+    def _waiting_mails(self, servers):
+        """[(mail id, server id, email_to, email_cc, [partner emails])] of the mails waiting
+        for the sending limits of servers, in sending order, in one query: the forecast reads
+        every waiting mail of a tenant at each read of a server form, and reading them as
+        records cost a query per thousand mails and most of the time."""
         Mail = self.env["mail.mail"]
-        columns = ["email_to", "email_cc", "headers", "recipient_ids"]
-        columns += ["microsoft_graph_budget_server_id"]
-        columns += ["mailing_id"] if "mailing_id" in Mail._fields else []
-        waiting = Mail.search_fetch(
-            [
-                ("state", "=", "outgoing"),
-                ("microsoft_graph_budget_server_id", "in", servers.ids),
-            ],
-            columns,
-        )
-        if not waiting:
-            return {}
-        waiting.recipient_ids.fetch(["email"])
-        waiting = waiting._microsoft_graph_queue_order()
-        domains = tenant._accepted_domains() if tenant else frozenset()
-        queue = [
-            (
-                mail.id,
-                mail.microsoft_graph_budget_server_id.id,
-                sum(mail._microsoft_graph_message_recipients()),
-                sum(mail._microsoft_graph_message_external(domains)) if tenant else 0,
+        recipients = Mail._fields["recipient_ids"]
+        from_mailing = SQL("m.mailing_id IS NOT NULL" if "mailing_id" in Mail._fields else "false")
+        Mail.flush_model()
+        self.env["res.partner"].flush_model(["email"])
+        rows = self.env.execute_query(
+            SQL(
+                """
+                SELECT m.id, m.microsoft_graph_budget_server_id, m.email_to, m.email_cc,
+                       m.headers, %(from_mailing)s,
+                       ARRAY(SELECT p.email FROM %(relation)s r
+                               JOIN res_partner p ON p.id = r.%(partner)s
+                              WHERE r.%(mail)s = m.id)
+                  FROM mail_mail m
+                 WHERE m.state = 'outgoing' AND m.microsoft_graph_budget_server_id = ANY(%(ids)s)
+                """,
+                from_mailing=from_mailing,
+                relation=SQL.identifier(recipients.relation),
+                partner=SQL.identifier(recipients.column2),
+                mail=SQL.identifier(recipients.column1),
+                ids=servers.ids,
             )
-            for mail in waiting
-        ]
-        plan = forecast_shared(
-            queue,
-            {
-                server.id: Budget(ledgers.get(accounts[server.id], ()), limits[server.id])._entries
-                for server in servers
-            },
-            limits,
-            shared,
-            shared_limits,
-            now,
         )
-        return plan.empties_by_key
+        rows.sort(key=lambda row: (is_bulk(row[4], row[5]), row[0]))
+        return [
+            (mail_id, server_id, to, cc, emails) for mail_id, server_id, to, cc, *_h, emails in rows
+        ]
 
     @api.autovacuum
     def _gc_old_entries(self):

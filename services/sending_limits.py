@@ -13,12 +13,14 @@ Pure arithmetic, no I/O and no Odoo: the caller passes plain values (``docs/send
   newest entry, and an entry "from the future" (clock skew between workers) counts already.
 """
 
+import ast
 import bisect
 import collections
 import datetime
 import email.parser
 import email.policy
 import email.utils
+import functools
 import itertools
 import re
 from dataclasses import dataclass, field, replace
@@ -83,13 +85,73 @@ def count_recipients(*fields):
 
     Each field is a header value ("Bob <bob@x>, carol@y") or a list of them: pass To, Cc, Bcc.
     """
-    values = []
+    return len(_distinct_addresses(fields))
+
+
+# A bare address that email.utils parses as itself: most recipients of a queue are written so,
+# and the forecast reads every waiting mail's at each read of a server form.
+_BARE_ADDRESS = re.compile(
+    r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _addresses(value):
+    """The addresses of one header value, lower case (a partner's address recurs in many
+    mails, and the forecast asks for a mail's recipients and its external ones)."""
+    if _BARE_ADDRESS.fullmatch(value):
+        return (value.lower(),)
+    return tuple(address.lower() for _, address in email.utils.getaddresses([value]) if address)
+
+
+def _distinct_addresses(fields):
+    """The distinct addresses of fields (header values or lists of them)."""
+    found = set()
     for item in fields:
         if not item:
             continue
-        values.extend([item] if isinstance(item, str) else [str(v) for v in item if v])
-    addresses = (address.lower() for _, address in email.utils.getaddresses(values))
-    return len({address for address in addresses if address})
+        for value in [item] if isinstance(item, str) else [str(v) for v in item if v]:
+            found.update(_addresses(value))
+    return found
+
+
+# Precedence header values of mass mail (RFC 2076 and what mailing tools send).
+BULK_PRECEDENCE = ("bulk", "list", "junk")
+
+
+def is_bulk(headers, from_mailing=False):
+    """Mass mail, which goes after transactional mail (a password reset, an invoice): a
+    mailing's, or one whose headers (Odoo keeps them as the text of a dict) say Precedence
+    bulk, list or junk."""
+    if from_mailing:
+        return True
+    try:
+        parsed = ast.literal_eval(headers) if headers else {}
+    except (ValueError, SyntaxError):
+        return False
+    precedence = parsed.get("Precedence", "") if isinstance(parsed, dict) else ""
+    return str(precedence).strip().lower() in BULK_PRECEDENCE
+
+
+def message_recipients(email_to, email_cc, partner_emails):
+    """Recipients of each message Odoo makes of one mail, as Exchange counts them: one
+    message to the To and Cc addresses, and one per recipient partner (as Odoo's
+    ``_prepare_outgoing_list`` builds them)."""
+    counts = []
+    if email_to or email_cc:
+        counts.append(count_recipients(email_to, email_cc) or 1)
+    counts.extend(count_recipients(partner_email) or 1 for partner_email in partner_emails)
+    return counts or [1]
+
+
+def message_external(domains, email_to, email_cc, partner_emails):
+    """External recipients of each message of :func:`message_recipients`, in its order:
+    those outside the tenant's accepted domains."""
+    counts = []
+    if email_to or email_cc:
+        counts.append(count_external(domains, email_to, email_cc))
+    counts.extend(count_external(domains, partner_email) for partner_email in partner_emails)
+    return counts or [0]
 
 
 def too_many_recipients(count, limits=DEFAULT_LIMITS):
@@ -144,13 +206,7 @@ def is_internal(address, domains):
 def count_external(domains, *fields):
     """External recipients of one message: its distinct addresses (To, Cc, Bcc: header
     values or lists) whose domain is not one of ``domains`` (``accepted_domains``)."""
-    values = []
-    for item in fields:
-        if not item:
-            continue
-        values.extend([item] if isinstance(item, str) else [str(v) for v in item if v])
-    addresses = {address.lower() for _, address in email.utils.getaddresses(values) if address}
-    return sum(1 for address in addresses if not is_internal(address, domains))
+    return sum(1 for address in _distinct_addresses(fields) if not is_internal(address, domains))
 
 
 def _too_many_reason(count, limits):

@@ -2,7 +2,7 @@ from datetime import timedelta
 from email.message import EmailMessage
 
 from odoo import fields
-from odoo.tests import tagged
+from odoo.tests import TransactionCase, tagged
 
 from odoo.addons.microsoft_outlook_graph.sandbox import defaults
 
@@ -146,3 +146,126 @@ class TestHealth(GraphTransactionCase):
                 (recipients, recipients),
                 server.name,
             )
+
+
+SCALE_TENANT = "00000000-0000-0000-0000-00000000cafe"
+
+
+@tagged("post_install", "-at_install")
+class TestScreensAtScale(TransactionCase):
+    """The health list of many mailboxes and the form of the busiest one, built straight in
+    the tables (as many connected servers and queued mails would leave them), read as the
+    web client reads them; their queries counted, not their time."""
+
+    def setUp(self):
+        super().setUp()
+        # The connections are read on cursors of their own; in test mode those share the
+        # test's transaction, which holds them.
+        self.registry_enter_test_mode()
+
+    def add_servers(self, first, count, connected=True):
+        """count Graph servers, each with ten ledger entries of the last day; connected: to
+        accounts of one tenant (rows of their own connection), else never connected."""
+        created = self.env["ir.mail_server"].create(
+            [
+                {
+                    "name": f"Mailbox {n}",
+                    "smtp_authentication": "microsoft_graph",
+                    "smtp_user": f"user{n}@contoso.test",
+                    "from_filter": f"user{n}@contoso.test",
+                }
+                for n in range(first, first + count)
+            ]
+        )
+        Tenant = self.env["microsoft.outlook.graph.tenant"]
+        if not Tenant.search([("tenant_id", "=", SCALE_TENANT)]):
+            Tenant.create({"tenant_id": SCALE_TENANT, "name": "Contoso"})
+        cr = self.env.cr
+        if connected:
+            cr.execute(
+                """
+                INSERT INTO microsoft_outlook_graph_connection
+                       (res_model, res_id, account_oid, account_tid, account_address)
+                SELECT 'ir.mail_server', s.id, 'oid-' || s.id, %s, s.smtp_user
+                  FROM ir_mail_server s WHERE s.id = ANY(%s)
+                """,
+                [SCALE_TENANT, created.ids],
+            )
+        cr.execute(
+            """
+            INSERT INTO microsoft_outlook_graph_send_ledger
+                   (account, sent_at, recipient_count, tenant, external_count, confirmed)
+            SELECT CASE WHEN %s THEN 'oid-' || s.id ELSE s.smtp_user END,
+                   (now() at time zone 'UTC') - n * interval '1 hour', 3, %s, 1, true
+              FROM ir_mail_server s, generate_series(1, 10) n WHERE s.id = ANY(%s)
+            """,
+            [connected, SCALE_TENANT, created.ids],
+        )
+        self.env.invalidate_all()
+        return created
+
+    def add_waiting(self, server, count):
+        """count mails queued for the sending limits of server, two recipients each (one a
+        partner), every tenth one mass mail."""
+        partner = self.env["res.partner"].create({"name": "Customer", "email": "c@example.com"})
+        message = self.env["mail.message"].create({"subject": "Newsletter", "body": "<p>Hi</p>"})
+        cr = self.env.cr
+        cr.execute(
+            """
+            INSERT INTO mail_mail (mail_message_id, state, email_to, body_html, headers,
+                                   microsoft_graph_budget_server_id, auto_delete)
+            SELECT %s, 'outgoing', 'customer' || n || '@example.com', '<p>Hi</p>',
+                   CASE WHEN n %% 10 = 0 THEN '{''Precedence'': ''bulk''}' END, %s, true
+              FROM generate_series(1, %s) n
+            RETURNING id
+            """,
+            [message.id, server.id, count],
+        )
+        ids = [row[0] for row in cr.fetchall()]
+        cr.execute(
+            "INSERT INTO mail_mail_res_partner_rel (mail_mail_id, res_partner_id) "
+            "SELECT unnest(%s::int[]), %s",
+            [ids, partner.id],
+        )
+        self.env.invalidate_all()
+
+    def read_health_list(self):
+        Mailbox = self.env["microsoft.outlook.graph.mailbox"]
+        fields = Mailbox.get_views([(False, "list")])["models"][Mailbox._name]["fields"]
+        return Mailbox.web_search_read([], {name: {} for name in fields}, limit=1000)
+
+    def read_form(self, server):
+        fields = server.get_views([(False, "form")])["models"]["ir.mail_server"]["fields"]
+        return server.web_read({name: {} for name in fields})
+
+    def measured(self, read, *args):
+        """(queries, result) of read on cold record caches (views and ormcaches warm, as in
+        a running server)."""
+        read(*args)
+        self.env.invalidate_all()
+        before = self.env.cr.sql_log_count
+        result = read(*args)
+        return self.env.cr.sql_log_count - before, result
+
+    def test_health_list_costs_no_query_per_mailbox(self):
+        self.add_servers(0, 25)
+        self.add_servers(25, 25, connected=False)
+        few, rows = self.measured(self.read_health_list)
+        self.assertEqual(rows["length"], 50)
+        self.add_servers(50, 225)
+        self.add_servers(275, 225, connected=False)
+        many, rows = self.measured(self.read_health_list)
+        self.assertEqual(rows["length"], 500)
+        self.assertEqual(many, few, "a query per mailbox")
+        self.assertEqual({row["recipients_used"] for row in rows["records"]}, {30})
+
+    def test_busiest_form_costs_no_query_per_waiting_mail(self):
+        busiest = self.add_servers(0, 500)[0]
+        self.add_waiting(busiest, 1_000)
+        few, [form] = self.measured(self.read_form, busiest)
+        self.assertEqual(form["microsoft_graph_waiting_count"], 1_000)
+        self.add_waiting(busiest, 9_000)
+        many, [form] = self.measured(self.read_form, busiest)
+        self.assertEqual(form["microsoft_graph_waiting_count"], 10_000)
+        self.assertTrue(form["microsoft_graph_queue_empties_at"])
+        self.assertEqual(many, few, "queries that grow with the waiting mails")

@@ -699,3 +699,45 @@ def test_quota_backoff_doubles_up_to_its_cap():
     for _ in range(4):
         waits.append(sending_limits.next_backoff(waits[-1]))
     assert waits == [30, 60, 120, 240, 240]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "customer1@example.com",
+        "First.Last+tag@Mail.Example.co.uk",
+        "Bob <bob@example.com>, carol@example.org",
+        '"Doe, Jane" <jane@example.com>',
+        "a..b@example.com",
+        ".a@example.com",
+        "undisclosed-recipients:;",
+        "bob@localhost",
+        "bob@example.com (Bob)",
+    ],
+)
+def test_addresses_are_those_email_utils_parses(value):
+    """The shortcut for bare addresses (the forecast reads thousands) changes no count."""
+    parsed = {a.lower() for _, a in email.utils.getaddresses([value]) if a}
+    assert set(sending_limits._addresses(value)) == parsed
+    assert count_recipients(value, value.upper()) == len(parsed)
+
+
+def test_mass_mail_is_a_mailings_or_says_its_precedence():
+    assert sending_limits.is_bulk(None, from_mailing=True)
+    assert sending_limits.is_bulk("{'Precedence': ' Bulk '}")
+    assert sending_limits.is_bulk("{'Precedence': 'list', 'X-Other': '1'}")
+    assert not sending_limits.is_bulk("{'Precedence': 'first-class'}")
+    assert not sending_limits.is_bulk("not a dict {")
+    assert not sending_limits.is_bulk("['Precedence', 'bulk']")
+    assert not sending_limits.is_bulk(False)
+
+
+def test_each_message_of_a_mail_and_its_external_recipients():
+    domains = sending_limits.accepted_domains(["contoso.test"])
+    to, cc = "a@example.com, b@contoso.test", "A@example.com"
+    partners = ["p@example.com", False, "q@contoso.test"]
+    assert sending_limits.message_recipients(to, cc, partners) == [2, 1, 1, 1]
+    assert sending_limits.message_external(domains, to, cc, partners) == [1, 1, 0, 0]
+    # A mail with no address at all is still one message to one recipient, internal.
+    assert sending_limits.message_recipients(False, False, []) == [1]
+    assert sending_limits.message_external(domains, False, False, []) == [0]

@@ -37,12 +37,9 @@ class SendingLimitsCase(GraphTransactionCase):
         # still while the test runs, however slow the machine: only advance() moves it.
         self.patch(Server, "_microsoft_graph_now", lambda server: self.now())
         self.server = connect_without_browser(self, self.create_outgoing(sequence=1))
+        # A queue run's slice per mailbox (models/mail_mail.py) reads the same clock: it
+        # binds only when a test moves time or sets it.
         self.sandbox.clock.freeze()
-        # A queue run's slice per mailbox is wall time (models/mail_mail.py): on a busy
-        # machine it would end a round early. It never binds here unless a test sets it.
-        self.env["ir.config_parameter"].set_param(
-            "microsoft_outlook_graph.send_slice_seconds", 86400
-        )
         self.Ledger = self.env["microsoft.outlook.graph.send.ledger"]
 
     def now(self):
@@ -428,6 +425,26 @@ class TestTenantLimit(SendingLimitsCase):
         self.run_queue()
         self.assertEqual([mail.state for mail in admin_mails], ["sent"] * 3)
         self.assertEqual(len(self.sandbox.outbox()), 4)
+
+    def test_a_slow_mailbox_ends_its_turn_when_its_slice_of_time_is_spent(self):
+        """The slice is measured on the clock the test moves: each send here takes 6 s of it,
+        so a 10 s slice sends two mails a run, whatever the machine's speed."""
+        self.env["ir.config_parameter"].set_param("microsoft_outlook_graph.send_slice_seconds", 10)
+        Server = type(self.env["ir.mail_server"])
+        send = Server._microsoft_graph_send
+
+        def slow_send(server, *args, **kwargs):
+            sent = send(server, *args, **kwargs)
+            self.sandbox.advance(6)
+            return sent
+
+        self.patch(Server, "_microsoft_graph_send", slow_send)
+        mails = [self.make_mail(mail_server_id=self.server.id) for _ in range(3)]
+        self.run_queue()
+        self.assertEqual([mail.state for mail in mails], ["sent", "sent", "outgoing"])
+        self.assertFalse(mails[2].failure_reason)
+        self.run_queue()
+        self.assertEqual(mails[2].state, "sent")
 
     def test_transactional_mail_of_any_mailbox_before_mass_mail_of_the_tenant(self):
         self.tenant.external_limit = 2

@@ -110,6 +110,14 @@ class TestSetupWizard(GraphTransactionCase):
         setup.action_next()
         self.assertEqual(setup.step, "permissions")
 
+    def test_setup_reopens_where_it_was_left(self):
+        first = self.Setup.browse(self.Setup.action_open()["res_id"])
+        first.action_next()
+        first.client_id = defaults.CLIENT_ID
+        # closed to fetch the secret in Azure, then opened again from Settings
+        self.assertEqual(self.Setup.action_open()["res_id"], first.id)
+        self.assertEqual(first.step, "app")
+
     def test_settings_page_it_was_opened_from_saves_the_new_values(self):
         # Settings, as the admin opened it before the setup: no Azure app yet.
         page = self.env["res.config.settings"].create({})

@@ -379,7 +379,8 @@ class TestTours(GraphHttpCase):
 
     def test_setup_wizard(self):
         """A new administrator, no Azure app configured: the guided setup from Settings to a
-        connected outgoing and incoming server, one sign-in at Microsoft each."""
+        connected outgoing and incoming server, one sign-in at Microsoft each; the setup
+        closed and opened again from Settings in between."""
         Config = self.env["ir.config_parameter"].sudo()
         Config.search([("key", "in", AZURE_APP_PARAMS)]).unlink()
         # The custom endpoints stay: here they stand for Microsoft's cloud. Settings shows
@@ -393,7 +394,8 @@ class TestTours(GraphHttpCase):
             display_name="Odoo (guided setup)",
         )
         tours = (
-            ("microsoft_outlook_graph_setup_wizard", None, ["accept"]),
+            ("microsoft_outlook_graph_setup_wizard", "setup_wizard_refused.png", []),
+            ("microsoft_outlook_graph_setup_wizard_app", None, ["accept"]),
             ("microsoft_outlook_graph_setup_wizard_resumed", "setup_wizard.png", []),
             ("microsoft_outlook_graph_setup_wizard_incoming", None, ["accept"]),
         )

@@ -170,12 +170,17 @@ class MicrosoftOutlookGraphSetup(models.TransientModel):
 
     @api.model
     def action_open(self):
-        """The setup from Settings: the current user's unfinished one (a mailbox still to
-        connect after the sign-in of another) or a new one."""
-        pending = self.search(
-            [("create_uid", "=", self.env.uid), ("step", "=", "servers")], order="id desc"
-        ).filtered(lambda setup: any(s.microsoft_graph_status != "valid" for s in setup._servers()))
-        return (pending[:1] or self.create({}))._reopen()
+        """The setup from Settings: where the current user left it (closed to fetch a value
+        in Azure, or a mailbox still to connect after the sign-in of another), or a new one
+        once its servers are connected."""
+        latest = self.search([("create_uid", "=", self.env.uid)], order="id desc", limit=1)
+        if not latest or latest._finished():
+            latest = self.create({})
+        return latest._reopen()
+
+    def _finished(self):
+        servers = self._servers()
+        return bool(servers) and all(s.microsoft_graph_status == "valid" for s in servers)
 
     def _reopen(self):
         self.ensure_one()

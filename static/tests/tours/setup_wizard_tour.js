@@ -4,8 +4,9 @@
  * id and secret (a wrong secret first: the setup says where to fix it), the permissions,
  * then the first mailbox's servers, created and connected one sign-in each.
  *
- * Three tours, one per visit of Settings: the Python test plays the person on
- * Microsoft's consent page in between (see tests/test_tours.py).
+ * Four tours, one per visit of Settings (the admin closes the setup to fetch the secret's
+ * value in Azure, and opens it again after each sign-in): the Python test plays the person
+ * on Microsoft's consent page in between (see tests/test_tours.py).
  */
 import { registry } from "@web/core/registry";
 
@@ -67,6 +68,17 @@ registry.category("web_tour.tours").add("microsoft_outlook_graph_setup_wizard", 
         {
             content: "Nothing saved, so no Next",
             trigger: ".modal-footer:not(:has(button[name=action_next]))",
+        },
+    ],
+});
+
+registry.category("web_tour.tours").add("microsoft_outlook_graph_setup_wizard_app", {
+    url: "/odoo/settings",
+    steps: () => [
+        openSetup,
+        {
+            content: "Back from Azure with the secret's value: the setup is where it was left",
+            trigger: ".modal .o_microsoft_graph_setup_failed:contains('Client secrets')",
         },
         {
             content: "The secret's value",

@@ -587,7 +587,8 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
                 )
             ]
             if self.microsoft_graph_mailbox_kind == "shared":
-                checks += self._microsoft_graph_test_shared(client, address)
+                account = me.get("mail") or me.get("userPrincipalName") or me.get("displayName")
+                checks += self._microsoft_graph_test_shared(client, address, account)
         except GraphError as exc:
             self._microsoft_graph_record_error(exc)
             raise UserError(
@@ -610,8 +611,11 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
         )
         return answer.status_code == 200
 
-    def _microsoft_graph_test_shared(self, client, address):
-        """What the connection test says of a shared mailbox: what it checked, what not."""
+    def _microsoft_graph_test_shared(self, client, address, account=None):
+        """What the connection test says of a shared mailbox: what it checked (Full Access,
+        and the route mail takes because of it), and what it cannot check (Send As), as
+        facts rather than warnings: a right that is there reads no differently from one
+        that may be missing, and the step that would reveal a missing one is named."""
         full_access = self._microsoft_graph_can_open_mailbox(client, address)
         if full_access != self.microsoft_graph_full_access:
             self.env["microsoft.outlook.graph.connection"]._write_committed(
@@ -627,25 +631,30 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
                     )
                 )
             return [self.env._("The connected account can open the mailbox %s.", address)]
+        account = account or self.microsoft_graph_account_address or self.env._("The account")
         if full_access:
             route = self.env._(
-                "The connected account has Full Access on %s: mail is sent from that mailbox "
-                "and its Sent Items keep the copies.",
-                address,
+                "Checked: %(account)s has Full Access on %(mailbox)s, so mail is sent from "
+                "that mailbox and its Sent Items keep the copies.",
+                account=account,
+                mailbox=address,
             )
         else:
             route = self.env._(
-                "The connected account has no Full Access on %(mailbox)s: mail is sent from "
-                "its own mailbox with %(mailbox)s as sender, and the copies go to its own Sent "
-                "Items.",
+                "Checked: %(account)s has no Full Access on %(mailbox)s, which sending does "
+                "not need: mail leaves from the mailbox of %(account)s with %(mailbox)s as "
+                "sender, and the copies go to its Sent Items.",
+                account=account,
                 mailbox=address,
             )
         return [
             route,
             self.env._(
-                "Not checked (Microsoft Graph cannot tell without sending): the Send As or "
-                "Send on Behalf right on %s, which sending needs.",
-                address,
+                "Not checked: the Send As (or Send on Behalf) right of %(account)s on "
+                "%(mailbox)s, which Microsoft Graph shows only when a mail is sent. Without "
+                "it the first mail fails, and its failure reason names the right to grant.",
+                account=account,
+                mailbox=address,
             ),
         ]
 

@@ -158,6 +158,13 @@ class TestSend(GraphTransactionCase):
             self, self.create_outgoing(address, kind="shared", sequence=0)
         )
 
+    def send_as_not_checked(self, address):
+        return (
+            f"Not checked: the Send As (or Send on Behalf) right of {defaults.ADMIN} on "
+            f"{address}, which Microsoft Graph shows only when a mail is sent. Without it the "
+            "first mail fails, and its failure reason names the right to grant."
+        )
+
     def send_small_and_large(self, server, address):
         big = bytes(range(256)) * (4 * MB // 256)
         attachment = self.env["ir.attachment"].create({"name": "big.bin", "raw": big})
@@ -180,6 +187,9 @@ class TestSend(GraphTransactionCase):
         checks = shared._microsoft_graph_test()
         self.assertIn("no Full Access", checks[1])
         self.assertIn("Not checked", checks[2])
+        # What was checked and what was not, the same words whether Send As is there or not.
+        self.assertTrue(checks[1].startswith(f"Checked: {defaults.ADMIN} has no Full Access"))
+        self.assertEqual(checks[2], self.send_as_not_checked(address))
         self.sandbox.clear_log()
         self.send_small_and_large(shared, address)
         self.assertFalse([e for e in self.sandbox.requests if "/users/" in e.path])
@@ -189,7 +199,12 @@ class TestSend(GraphTransactionCase):
         address = "support@contoso.test"
         shared = self.shared_server(address, "FullAccess", "SendAs")
         self.assertTrue(shared.microsoft_graph_full_access)
-        self.assertIn("has Full Access", shared._microsoft_graph_test()[1])
+        action = shared.test_smtp_connection()
+        self.assertEqual(action["params"]["type"], "success")
+        checks = action["params"]["message"].split("\n")
+        self.assertIn("has Full Access", checks[1])
+        self.assertTrue(checks[1].startswith(f"Checked: {defaults.ADMIN} has Full Access"))
+        self.assertEqual(checks[2], self.send_as_not_checked(address))
         self.send_small_and_large(shared, address)
         self.assertEqual(len(self.sent_messages(address)), 1)  # the small one, drafted there
 

@@ -8,6 +8,7 @@ from odoo.exceptions import AccessError, UserError
 
 from ..services import certificates as app_certificates
 from ..services.auth import OutlookAuth, TokenSet, scopes_for
+from ..services.clock import naive_utc
 from ..services.endpoints import CaBundleError, Endpoints, EndpointsError, check_ca_file
 from ..services.errors import GraphAuthError, GraphConfigError, GraphError, GraphPermanentError
 from ..services.graph import GraphClient, quote_segment
@@ -680,7 +681,9 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
             "tokens_sealed": self._microsoft_graph_vault().seal(
                 json.dumps(token_set.to_dict()), "token"
             ),
-            "token_expires_at": _naive_utc(token_set.expires_at),
+            "token_expires_at": naive_utc(
+                datetime.datetime.fromtimestamp(token_set.expires_at, datetime.UTC)
+            ),
             "scopes": " ".join(sorted(token_set.scopes)),
             "needs_reconnect": False,
             "last_error": False,
@@ -833,8 +836,3 @@ class MicrosoftOutlookGraphMixin(models.AbstractModel):
             self._microsoft_graph_token_provider(),
             mailbox=address if self.microsoft_graph_mailbox_kind == "shared" else None,
         )
-
-
-def _naive_utc(timestamp):
-    """A POSIX timestamp as the naive UTC datetime Odoo stores."""
-    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).replace(tzinfo=None)

@@ -80,7 +80,7 @@ class GraphAmbiguousSendError(GraphError):
     the draft (immutable id) when one was involved, for a later look at Sent Items.
     """
 
-    default_message = (
+    default_message = _lt(
         "Microsoft 365 may have sent this message: the connection broke after the request went "
         "out and before Microsoft answered. It is not sent again automatically, to avoid a "
         "duplicate; check the Sent Items folder before sending it again."

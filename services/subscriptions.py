@@ -45,7 +45,7 @@ _MESSAGE_IN_RESOURCE = re.compile(r"/messages/([^/]+)$", re.IGNORECASE)
 class SubscriptionGone(GraphPermanentError):
     """Graph no longer knows the subscription (deleted, expired or removed): create another."""
 
-    default_message = (
+    default_message = _lt(
         "Microsoft 365 no longer knows this change notification subscription; "
         "a new one will be created."
     )

@@ -77,7 +77,7 @@ class DeltaTokenExpired(GraphError):
     whole folder, so :meth:`DeltaSync.resync_link` from the last import is usually cheaper.
     """
 
-    default_message = (
+    default_message = _lt(
         "Microsoft 365 no longer knows where the mailbox synchronisation stopped; "
         "it starts again from the last imported message."
     )

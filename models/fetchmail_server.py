@@ -57,7 +57,7 @@ class MicrosoftGraphMailbox:
     Odoo's IMAP loop wants a count of unread messages up front and commits message by
     message; a delta query knows neither its backlog nor a message it can leave unread,
     and its checkpoint must be committed with a whole page. The Graph servers therefore
-    run their own page loop (``_microsoft_graph_fetch``) on this object.
+    run their own page loop on this object (``GraphImportRun``, graph_import_run.py).
     """
 
     def __init__(self, client, folder, page_size):

@@ -610,6 +610,8 @@ class MicrosoftOutlookGraphSendLedger(models.Model):
     def _ledgers(self, accounts, limits, now):
         """{account: [(sent_at, recipient_count)]} of the entries that still count for one
         of limits, in one query."""
+        if not accounts:  # no Graph server among those asked about (a new or SMTP server)
+            return {}
         longest = max(max(each.window, each.minute) for each in limits)
         rows = self.search_fetch(
             [

@@ -259,16 +259,6 @@ class TestScreensAtScale(TransactionCase):
         self.assertEqual(many, few, "a query per mailbox")
         self.assertEqual({row["recipients_used"] for row in rows["records"]}, {30})
 
-    def test_forms_of_servers_that_are_not_graph_servers(self):
-        """A new server's form and an SMTP server's show no sending budget, and no error."""
-        smtp = self.env["ir.mail_server"].create({"name": "SMTP", "smtp_host": "smtp.example.com"})
-        [form] = self.read_form(smtp)
-        self.assertEqual(form["microsoft_graph_waiting_count"], 0)
-        self.assertFalse(form["microsoft_graph_queue_empties_at"])
-        new = self.env["ir.mail_server"].new({"name": "New"})
-        self.assertEqual(new.microsoft_graph_recipients_used, 0)
-        self.assertFalse(new.microsoft_graph_queue_empties_at)
-
     def test_busiest_form_costs_no_query_per_waiting_mail(self):
         busiest = self.add_servers(0, 500)[0]
         self.add_waiting(busiest, 1_000)

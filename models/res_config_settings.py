@@ -10,8 +10,10 @@ from ..services.endpoints import (
     CaBundleError,
     Endpoints,
     EndpointsError,
+    HostPathError,
+    check_authority_host,
     check_ca_file,
-    check_https_host,
+    check_graph_host,
     check_tenant,
 )
 from ..services.errors import GraphError
@@ -194,19 +196,34 @@ class ResConfigSettings(models.TransientModel):
                         )
                     ) from None
             custom = settings.microsoft_graph_cloud == CUSTOM_CLOUD
-            for field in ("microsoft_graph_authority_url", "microsoft_graph_graph_url"):
+            for field, check in (
+                ("microsoft_graph_authority_url", check_authority_host),
+                ("microsoft_graph_graph_url", check_graph_host),
+            ):
                 url = (settings[field] or "").strip()
                 if not url and not custom:
                     continue
+                label = settings._fields[field].get_description(self.env)["string"]
                 try:
-                    check_https_host(url)
+                    check(url)
+                except HostPathError as exc:
+                    raise ValidationError(
+                        self.env._(
+                            '%(field)s "%(url)s" ends in %(part)s, which Odoo adds itself: '
+                            "enter the host only, %(host)s.",
+                            field=label,
+                            url=url,
+                            part=exc.part,
+                            host=exc.base,
+                        )
+                    ) from None
                 except EndpointsError:
                     raise ValidationError(
                         self.env._(
                             '%(field)s "%(url)s" is not valid: enter the https:// address of '
                             "a host, e.g. https://login.example.com, without a query or "
                             "credentials.",
-                            field=settings._fields[field].get_description(self.env)["string"],
+                            field=label,
                             url=url,
                         )
                     ) from None

@@ -26,11 +26,13 @@ def main(argv=None):
     if args.ca_out:
         shutil.copyfile(sb.ca_file, args.ca_out)
         ca_path = args.ca_out
+    # What an admin types into Settings for custom endpoints: hosts only (Odoo adds the
+    # tenant and /v1.0 itself).
     print(f"base URL: {sb.base_url}")
-    print(f"graph URL: {sb.graph_url}")
+    print(f"Authority URL and Graph URL (Settings, custom endpoints): {sb.base_url}")
     print(f"CA file: {ca_path}")
     for tenant in sb.directory.tenants:
-        print(f"tenant {tenant.domain}: authority {sb.authority(tenant)}")
+        print(f"tenant {tenant.domain}: Microsoft Tenant {tenant.id} or {tenant.domain}")
     sys.stdout.flush()
 
     done = threading.Event()

@@ -25,6 +25,9 @@ CLOUDS = {
 }
 CUSTOM_CLOUD = "custom"
 GRAPH_VERSION = "v1.0"
+# Path segments the addon adds itself: typed into a custom endpoint, they come twice.
+GRAPH_VERSIONS = ("v1.0", "beta")
+AUTHORITY_SUFFIXES = ("v2.0", "oauth2")
 
 
 TENANT_KEYWORDS = ("common", "organizations", "consumers")
@@ -51,6 +54,25 @@ class CaBundleError(EndpointsError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"The CA bundle file {path} cannot be used ({reason}). {detail}".strip())
+
+
+class HostPathError(EndpointsError):
+    """A custom endpoint holds a path the addon adds itself (``part``): only its host works.
+
+    ``field``: ``authority`` (a tenant, ``/v2.0`` or ``/oauth2`` after the host) or
+    ``graph`` (a Graph version, ``/v1.0`` or ``/beta``).
+    """
+
+    def __init__(self, url, field, part):
+        self.url = url
+        self.field = field
+        self.part = part
+        name = "Authority URL" if field == "authority" else "Graph URL"
+        self.base = url[: url.index(part)]
+        super().__init__(
+            f"The {name} {url} ends in {part}, which Odoo adds itself: enter the host only, "
+            f"{self.base}."
+        )
 
 
 def check_ca_file(path):
@@ -93,6 +115,43 @@ def check_https_host(url):
     return port
 
 
+def _path_from(url, is_added):
+    """The URL's path from its first segment for which ``is_added`` holds, or ``None``."""
+    segments = urlsplit(url).path.split("/")
+    for index, segment in enumerate(segments):
+        if segment and is_added(segment):
+            return "/" + "/".join(segments[index:]).rstrip("/")
+    return None
+
+
+def check_graph_host(url):
+    """Raise :class:`EndpointsError` unless url is an https host without a Graph version."""
+    port = check_https_host(url)
+    part = _path_from(url, lambda segment: segment.lower() in GRAPH_VERSIONS)
+    if part:
+        raise HostPathError(url, "graph", part)
+    return port
+
+
+def check_authority_host(url):
+    """Raise :class:`EndpointsError` unless url is an https host without a tenant path."""
+    port = check_https_host(url)
+    part = _path_from(url, _is_authority_path)
+    if part:
+        raise HostPathError(url, "authority", part)
+    return port
+
+
+def _is_authority_path(segment):
+    if segment.lower() in AUTHORITY_SUFFIXES:
+        return True
+    try:
+        check_tenant(segment)
+    except EndpointsError:
+        return False
+    return True
+
+
 def check_tenant(tenant):
     """Raise :class:`EndpointsError` unless tenant is a GUID, a domain or a keyword."""
     value = (tenant or "").strip()
@@ -120,7 +179,8 @@ class Endpoints:
                     raise EndpointsError(
                         "Custom endpoints need an https:// authority URL and Graph URL."
                     )
-                check_https_host(url)
+            check_authority_host(authority_base)
+            check_graph_host(graph_base)
             return cls(authority_base.rstrip("/"), graph_base.rstrip("/"), ca_file or None)
         if cloud not in CLOUDS:
             raise EndpointsError(f"Unknown Microsoft cloud: {cloud!r}.")

@@ -58,6 +58,24 @@ class TestSettingsValidation(GraphTransactionCase):
             ):
                 self.assert_refused("https://", **{field: url})
 
+    def test_urls_with_a_path_odoo_adds_name_the_field_and_the_host(self):
+        # As the sandbox and Microsoft's docs print them: every Connect would then fail.
+        host = self.sandbox.base_url
+        for field, label, url, part in (
+            ("microsoft_graph_graph_url", "Graph URL", f"{host}/v1.0", "/v1.0"),
+            ("microsoft_graph_graph_url", "Graph URL", f"{host}/v1.0/", "/v1.0"),
+            ("microsoft_graph_graph_url", "Graph URL", f"{host}/beta", "/beta"),
+            ("microsoft_graph_authority_url", "Authority URL", f"{host}/common", "/common"),
+            (
+                "microsoft_graph_authority_url",
+                "Authority URL",
+                f"{host}/{defaults.TENANT_ID}",
+                f"/{defaults.TENANT_ID}",
+            ),
+        ):
+            message = self.assert_refused(f'{label} "{url}" ends in {part}', **{field: url})
+            self.assertIn(f"enter the host only, {host}.", message)
+
     def test_ca_file_missing(self):
         message = self.assert_refused(
             "does not exist", microsoft_graph_ca_file="/nonexistent/ca-bundle.pem"

@@ -213,6 +213,17 @@ class TestSetupWizard(GraphTransactionCase):
         self.assert_refused(self.app_step(client_id=False), "Overview")
         self.assert_refused(self.app_step(client_secret=False), "New client secret")
 
+    def test_endpoints_with_a_path_odoo_adds_are_refused(self):
+        host = self.sandbox.base_url
+        self.assert_refused(
+            self.app_step(graph_url=f"{host}/v1.0"), "Graph URL", f"enter the host only, {host}."
+        )
+        self.assert_refused(
+            self.app_step(authority_url=f"{host}/{defaults.TENANT_ID}"),
+            "Authority URL",
+            f"enter the host only, {host}.",
+        )
+
     def test_common_tenant_cannot_be_tested_but_may_be_saved(self):
         before = self.params()
         setup = self.app_step(tenant="common")

@@ -51,6 +51,10 @@ def test_cli_serves_until_sigterm(tmp_path):
             assert key, "the sandbox exited early"
             lines[key] = value.strip()
         assert lines["CA file"] == str(ca_out)
+        # hosts, as Settings takes them: no /v1.0, no tenant
+        assert (
+            lines["Authority URL and Graph URL (Settings, custom endpoints)"] == (lines["base URL"])
+        )
         session = trusting_session(str(ca_out))
         config = session.get(
             f"{lines['base URL']}/contoso.test/v2.0/.well-known/openid-configuration"

@@ -545,6 +545,8 @@ class IrMailServer(models.Model):
                     ],
                     title=server.env._("Max Email Size Updated"),
                     sticky=False,
+                    # as Odoo's own Detect Max Limit: the form reloads to show the new size
+                    next={"type": "ir.actions.act_window_close"},
                 )
             if len(self) == 1:
                 return server._microsoft_graph_test_action(checks, sticky=False)

@@ -195,6 +195,8 @@ class TestServerWords(GraphTransactionCase):
         self.assertIn("35", action["params"]["message"])
         self.assertIn("Exchange Online", action["params"]["message"])
         self.assertNotIn("Connection Test Successful", action["params"]["title"])
+        # the form reloads, or it keeps showing 0.00 after the toast
+        self.assertEqual(action["params"]["next"], {"type": "ir.actions.act_window_close"})
 
 
 @tagged("post_install", "-at_install")

@@ -158,12 +158,15 @@ class TestSetupWizard(GraphTransactionCase):
         self.assertFalse(setup.client_secret)
 
     def test_wrong_secret(self):
+        setup = self.app_step(client_secret="wrong-secret-value")
         self.assert_refused(
-            self.app_step(client_secret="wrong-secret-value"),
+            setup,
             "AADSTS7000215",
             "Certificates & secrets > Client secrets",
             "Value (not the Secret ID)",
         )
+        # one destination: the setup's own Client Secret field, not Settings
+        self.assertNotIn("Settings", setup.app_check)
 
     def test_expired_secret(self):
         tenant = self.sandbox.directory.tenant(defaults.TENANT_DOMAIN)
@@ -304,6 +307,30 @@ class TestSetupWizard(GraphTransactionCase):
         setup.action_create_servers()
         self.assertEqual(setup.outgoing_server_id, existing)
         self.assertFalse(setup.incoming_server_id)
+
+    def test_user_without_an_email_address_is_offered_the_mailbox_address(self):
+        # A new database's Administrator: the first chatter message would fail.
+        self.env.user.partner_id.email = False
+        setup = self.Setup.create({"step": "servers"})
+        self.assertTrue(setup.user_email_missing)
+        with self.assertRaises(UserError):
+            setup.action_set_user_email()
+        setup.mailbox_address = " Admin@Contoso.test "
+        setup.action_set_user_email()
+        self.assertEqual(self.env.user.email, defaults.ADMIN)
+        setup.invalidate_recordset()
+        self.assertFalse(setup.user_email_missing)
+        self.assertFalse(
+            self.env["mail.mail"].search([("subject", "ilike", "Security Update")]),
+            "no notice mailed to the empty previous address",
+        )
+
+    def test_user_email_address_is_kept(self):
+        self.env.user.partner_id.email = "me@example.com"
+        setup = self.Setup.create({"step": "servers", "mailbox_address": defaults.ADMIN})
+        self.assertFalse(setup.user_email_missing)
+        setup.action_set_user_email()
+        self.assertEqual(self.env.user.email, "me@example.com")
 
     def test_mailbox_address_required(self):
         setup = self.Setup.create({"step": "servers", "mailbox_address": "not an address"})

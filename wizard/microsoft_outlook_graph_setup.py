@@ -104,6 +104,9 @@ class MicrosoftOutlookGraphSetup(models.TransientModel):
     use_incoming = fields.Boolean("Read mail from it", default=True)
     permissions = fields.Html(compute="_compute_permissions", sanitize=False)
     mailbox_address = fields.Char()
+    # Odoo sends the user's messages from the user's own address: none, and the first chatter
+    # message fails ("Missing from address"), as for a new database's Administrator.
+    user_email_missing = fields.Boolean(compute="_compute_user_email_missing")
     outgoing_server_id = fields.Many2one("ir.mail_server", readonly=True)
     outgoing_status = fields.Selection(
         related="outgoing_server_id.microsoft_graph_status", string="Outgoing Connection"
@@ -137,6 +140,9 @@ class MicrosoftOutlookGraphSetup(models.TransientModel):
             setup.sudo().client_secret_sealed = vault.seal(
                 setup.client_secret.strip(), "client_secret"
             )
+
+    def _compute_user_email_missing(self):
+        self.user_email_missing = not self.env.user.email
 
     def _compute_credential(self):
         mixin = self.env["microsoft.outlook.graph.mixin"]
@@ -440,6 +446,18 @@ class MicrosoftOutlookGraphSetup(models.TransientModel):
         if self.use_incoming and not self.incoming_server_id:
             values["incoming_server_id"] = self._mailbox_server("fetchmail.server", address).id
         self.write(values)
+        return self._reopen()
+
+    def action_set_user_email(self):
+        """The mailbox address as the current user's email, the address Odoo sends from."""
+        self.ensure_one()
+        address = tools.email_normalize(self.mailbox_address or "")
+        if not address:
+            raise UserError(self.env._("Enter the mailbox address, e.g. sales@contoso.com."))
+        if not self.env.user.email:
+            # On the partner: written on the user, Odoo would mail a "Security Update: Email
+            # Changed" notice to the previous address, which is empty.
+            self.env.user.partner_id.email = address
         return self._reopen()
 
     def _mailbox_server(self, model, address, **values):

@@ -252,7 +252,7 @@ CATALOGUE = {
         GraphConfigError,
         _lt(
             "The client secret is wrong. Copy the secret's Value (not its ID) from the Azure app "
-            "registration into Settings."
+            "registration into the Client Secret field."
         ),
     ),
     "7000222": (

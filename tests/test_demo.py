@@ -1,5 +1,6 @@
 """The demo's setup (tools/demo_setup.py) leaves an Odoo that an admin uses at once."""
 
+import ast
 import datetime
 from pathlib import Path
 
@@ -10,12 +11,32 @@ from odoo.addons.microsoft_outlook_graph.sandbox import defaults
 from .common import GraphTransactionCase, connect_without_browser
 
 SETUP = Path(__file__).resolve().parent.parent / "tools" / "demo_setup.py"
+DEMO = SETUP.parent / "demo.py"
 
 
 def load_setup():
     namespace = {}
     exec(compile(SETUP.read_text(encoding="utf-8"), str(SETUP), "exec"), namespace)  # noqa: S102
     return namespace
+
+
+def demo_modules():
+    """The modules tools/demo.py installs (its MODULES), read without running it."""
+    for node in ast.parse(DEMO.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "MODULES":
+            return ast.literal_eval(node.value)
+    return ()
+
+
+@tagged("post_install", "-at_install")
+class TestDemoModules(GraphTransactionCase):
+    def test_demo_installs_contacts_for_readmes_chatter_message(self):
+        # The imported mail's contacts need a menu, and the first chatter message a record.
+        modules = demo_modules()
+        self.assertIn("contacts", modules)
+        known = self.env["ir.module.module"].search([("name", "in", list(modules))])
+        self.assertEqual(sorted(known.mapped("name")), sorted(modules))
+        self.assertNotIn("uninstallable", known.mapped("state"))
 
 
 @tagged("post_install", "-at_install")

@@ -12,6 +12,16 @@ from odoo_suite import REPO, VAR, addons_path, dropdb, ensure_addon_requirements
 
 FIXTURE = REPO / "sandbox" / "fixtures" / "demo.json"
 SETUP = REPO / "tools" / "demo_setup.py"
+# Contacts beside the addon: the imported mail's contacts have a menu, and a chatter to
+# send README's first message from, without a trip to Apps.
+MODULES = ("microsoft_outlook_graph", "contacts")
+TRY = (
+    "Try: Settings > General Settings > Emails > 'Outlook (Microsoft Graph) setup' (README's "
+    "'Trying the demo' walks it: 'Test and save', Next, Next, admin@contoso.test, 'Create the "
+    "servers', Connect > Accept; the setup again for the incoming server); then the incoming "
+    "server's 'Test & Confirm' and 'Fetch Now': the mailbox's mail becomes contacts (Contacts "
+    "app), to send a chatter message from."
+)
 
 
 def port_in_use(port, host="127.0.0.1"):
@@ -134,7 +144,7 @@ def main():
         subprocess.run(
             [
                 *common,
-                "--init=microsoft_outlook_graph",
+                f"--init={','.join(MODULES)}",
                 "--stop-after-init",
                 "--log-level=warn",
                 "--without-demo=True",
@@ -170,11 +180,7 @@ def main():
             f"Microsoft:  {sandbox_url}  (a throw-away certificate: let the browser proceed, or "
             f"trust {ca_file}; no password, Accept signs in as the account typed there:"
             " admin@contoso.test or alice@contoso.test)\n"
-            "Try: Settings > General Settings > Emails > Outgoing Email Servers > "
-            "'Contoso administrator' > 'Connect your Outlook account' > Accept; then Incoming "
-            "Email Servers > 'Contoso administrator inbox' > Connect > Accept > 'Test & "
-            "Confirm' > 'Fetch Now' (the mailbox's mail becomes contacts).\n"
-            "Stop with Ctrl+C.\n",
+            f"{TRY}\nStop with Ctrl+C.\n",
             flush=True,
         )
         odoo = subprocess.Popen([*common, f"--http-port={http_port}"])

@@ -48,3 +48,8 @@ def test_a_demo_that_runs_is_not_touched(monkeypatch):
     monkeypatch.setattr(demo.subprocess, "Popen", lambda *a, **k: touched.append(a))
     assert demo.main() == 1
     assert touched == []
+
+
+def test_demo_installs_contacts_and_names_the_guided_setup():
+    assert "contacts" in demo.MODULES
+    assert "Outlook (Microsoft Graph) setup" in demo.TRY

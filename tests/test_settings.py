@@ -4,6 +4,8 @@ import os
 import shutil
 import tempfile
 
+from lxml import etree
+
 from odoo.exceptions import UserError
 from odoo.tests import tagged
 from odoo.tools import mute_logger
@@ -235,3 +237,31 @@ class TestSaveAndTestCredential(GraphTransactionCase):
                 microsoft_graph_client_secret=defaults.CLIENT_SECRET,
             )
         self.assertEqual(params["type"], "danger")
+
+
+@tagged("post_install", "-at_install")
+class TestScreenLabels(GraphTransactionCase):
+    """Labels an admin reads without guessing (issue 19, a new admin in a browser)."""
+
+    def arch(self, model, view_type):
+        views = self.env[model].get_views([(False, view_type)])
+        return etree.fromstring(views["views"][view_type]["arch"]), views["models"][model]
+
+    def test_health_list_tenant_columns_are_told_apart(self):
+        # At 1400 px their field names were both cut to "Tenant Exte...".
+        arch, fields = self.arch("microsoft.outlook.graph.mailbox", "list")
+        labels = []
+        for name in ("tenant_external_used", "tenant_external_limit"):
+            [node] = arch.xpath(f"//field[@name='{name}']")
+            labels.append(node.get("string") or fields[name]["string"])
+        self.assertTrue(all(len(label) <= 12 for label in labels), labels)
+        self.assertNotEqual(labels[0][:11], labels[1][:11])
+
+    def test_graph_incoming_form_has_no_empty_server_tab(self):
+        arch, _fields = self.arch("fetchmail.server", "form")
+        [login] = arch.xpath("//page[@name='server_login_details']")
+        self.assertIn("server_type == 'microsoft_graph'", login.get("invisible", ""))
+        # Create a New Record, the tab's only field for Graph, where Graph reads what to import
+        self.assertTrue(
+            arch.xpath("//page[@name='microsoft_graph_import']//field[@name='object_id']")
+        )

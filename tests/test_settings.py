@@ -78,6 +78,16 @@ class TestSettingsValidation(GraphTransactionCase):
             message = self.assert_refused(f'{label} "{url}" ends in {part}', **{field: url})
             self.assertIn(f"enter the host only, {host}.", message)
 
+    def test_graph_url_saved_before_the_check_is_named_at_connect(self):
+        self.env["ir.config_parameter"].sudo().set_param(
+            PREFIX + "graph_url", f"{self.sandbox.base_url}/v1.0"
+        )
+        server = self.create_outgoing()
+        with self.assertRaises(UserError) as caught:
+            server.action_microsoft_graph_connect()
+        self.assertIn(f"enter the host only, {self.sandbox.base_url}.", str(caught.exception))
+        self.assertIn("Graph URL", str(caught.exception))
+
     def test_ca_file_missing(self):
         message = self.assert_refused(
             "does not exist", microsoft_graph_ca_file="/nonexistent/ca-bundle.pem"

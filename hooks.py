@@ -6,7 +6,7 @@ def uninstall_hook(env):
     servers themselves, do not. Subscriptions are
     deleted at Microsoft first, while the settings to reach it still exist.
     """
-    env["microsoft.outlook.graph.subscription"].sudo().search([])._microsoft_graph_remove()
+    env["microsoft.outlook.graph.subscription"].sudo().search([])._unsubscribe()
     env["ir.config_parameter"].sudo().search(
         [("key", "=like", "microsoft_outlook_graph.%")]
     ).unlink()

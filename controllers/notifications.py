@@ -61,7 +61,7 @@ class MicrosoftGraphNotificationController(http.Controller):
             )
             return _answer(202)
         env = request.env(user=api.SUPERUSER_ID)
-        env["microsoft.outlook.graph.subscription"]._microsoft_graph_receive(notifications)
+        env["microsoft.outlook.graph.subscription"]._receive(notifications)
         return _answer(202)
 
 

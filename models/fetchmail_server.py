@@ -286,18 +286,16 @@ class FetchmailServer(models.Model):
                 "microsoft_graph_subscription_ids"
             )
             if graph:
-                self.env["microsoft.outlook.graph.subscription"]._microsoft_graph_servers_changed(
-                    graph
-                )
+                self.env["microsoft.outlook.graph.subscription"]._servers_changed(graph)
         return result
 
     def unlink(self):
-        self._microsoft_graph_subscriptions()._microsoft_graph_remove()
+        self._microsoft_graph_subscriptions()._unsubscribe()
         return super().unlink()
 
     def _microsoft_graph_wipe(self):
         """Disconnect: the subscription goes first, while the tokens still work."""
-        self._microsoft_graph_subscriptions()._microsoft_graph_remove()
+        self._microsoft_graph_subscriptions()._unsubscribe()
         return super()._microsoft_graph_wipe()
 
     def _microsoft_graph_subscriptions(self):

@@ -124,7 +124,7 @@ class MicrosoftOutlookGraphSubscription(models.Model):
     # ------------------------------------------------------------------
 
     @api.model
-    def _microsoft_graph_receive(self, notifications):
+    def _receive(self, notifications):
         """Act on parsed notifications: only what fits in Graph's 3 seconds.
 
         Unknown subscriptions and wrong clientStates are dropped (the caller answers
@@ -139,7 +139,7 @@ class MicrosoftOutlookGraphSubscription(models.Model):
         sync = maintain = False
         for record in records:
             items = by_id[record.subscription_id]
-            expected = record._microsoft_graph_client_state()
+            expected = record._client_state()
             valid = [item for item in items if client_state_matches(expected, item.client_state)]
             if len(valid) < len(items):
                 _logger.warning(
@@ -151,15 +151,15 @@ class MicrosoftOutlookGraphSubscription(models.Model):
                 )
             if not valid:
                 continue
-            record._microsoft_graph_note_notified()
+            record._note_notified()
             for item in valid:
                 event = item.lifecycle_event
                 if event is None or event == "missed":
                     sync = True
                 elif event == "subscriptionRemoved":
-                    maintain |= record._microsoft_graph_ask("recreate")
+                    maintain |= record._ask_graph("recreate")
                 elif event == "reauthorizationRequired":
-                    maintain |= record._microsoft_graph_ask("reauthorize")
+                    maintain |= record._ask_graph("reauthorize")
             events = sorted({item.lifecycle_event for item in valid} - {None})
             if events:
                 _logger.info(
@@ -179,7 +179,7 @@ class MicrosoftOutlookGraphSubscription(models.Model):
             trigger_once(self.env, SUBSCRIPTION_CRON)
         return sync
 
-    def _microsoft_graph_client_state(self):
+    def _client_state(self):
         self.ensure_one()
         sealed = self.sudo().client_state_sealed
         if not sealed:
@@ -189,14 +189,14 @@ class MicrosoftOutlookGraphSubscription(models.Model):
         except VaultError:
             return None
 
-    def _microsoft_graph_note_notified(self):
+    def _note_notified(self):
         now = fields.Datetime.now()
         if not self.last_notification_at or self.last_notification_at <= (
             now - LAST_NOTIFICATION_EVERY
         ):
             self.last_notification_at = now
 
-    def _microsoft_graph_ask(self, action):
+    def _ask_graph(self, action):
         """Note a lifecycle request; True when it is new (a repeat writes nothing)."""
         if self.pending_action in (action, "recreate"):
             return False
@@ -224,16 +224,16 @@ class MicrosoftOutlookGraphSubscription(models.Model):
             .filtered(lambda server: server._microsoft_graph_wants_notifications(endpoint))
         )
         unwanted = Subscription.search([("server_id", "not in", servers.ids)])
-        unwanted._microsoft_graph_remove()
+        unwanted._unsubscribe()
         if commit:
             self.env["ir.cron"]._commit_progress(len(unwanted), remaining=len(servers))
         for server in servers:
-            Subscription._microsoft_graph_keep(server, endpoint)
+            Subscription._keep(server, endpoint)
             if commit and self.env["ir.cron"]._commit_progress(1) <= 0:
                 break
 
     @api.model
-    def _microsoft_graph_keep(self, server, endpoint):
+    def _keep(self, server, endpoint):
         """Create, renew or reauthorize the subscription of one server, as needed."""
         record = self.search([("server_id", "=", server.id)], limit=1)
         sync = False
@@ -251,12 +251,12 @@ class MicrosoftOutlookGraphSubscription(models.Model):
             if record.subscription_id and (
                 record.resource != resource
                 or record.notification_url != endpoint.notification_url
-                or not record._microsoft_graph_client_state()
+                or not record._client_state()
             ):
                 # Graph cannot change a subscription's resource or URL: start over.
-                record._microsoft_graph_delete_quietly(client)
+                record._delete_quietly(client)
             if not record.subscription_id or record.pending_action == "recreate":
-                record = self._microsoft_graph_create(client, server, record, resource, endpoint)
+                record = self._subscribe(client, server, record, resource, endpoint)
                 sync = True
             elif record.pending_action == "reauthorize" or needs_renewal(
                 aware_utc(record.expires_at), margin=RENEWAL_MARGIN
@@ -281,12 +281,10 @@ class MicrosoftOutlookGraphSubscription(models.Model):
                         server.id,
                         record.subscription_id,
                     )
-                    record = self._microsoft_graph_create(
-                        client, server, record, resource, endpoint
-                    )
+                    record = self._subscribe(client, server, record, resource, endpoint)
                     sync = True
         except (GraphError, UserError, ValueError) as exc:
-            self._microsoft_graph_failed(server, record, exc)
+            self._record_failure(server, record, exc)
             return record
         if sync:
             # Whatever arrived while there was no subscription.
@@ -294,7 +292,7 @@ class MicrosoftOutlookGraphSubscription(models.Model):
         return record
 
     @api.model
-    def _microsoft_graph_create(self, client, server, record, resource, endpoint):
+    def _subscribe(self, client, server, record, resource, endpoint):
         state = new_client_state()
         created = client.create(resource, endpoint.notification_url, endpoint.lifecycle_url, state)
         values = {
@@ -324,7 +322,7 @@ class MicrosoftOutlookGraphSubscription(models.Model):
         return record
 
     @api.model
-    def _microsoft_graph_failed(self, server, record, error):
+    def _record_failure(self, server, record, error):
         text = (
             graph_error_text(self.env, error)
             if isinstance(error, GraphError)
@@ -344,7 +342,7 @@ class MicrosoftOutlookGraphSubscription(models.Model):
         else:
             self.create({"server_id": server.id, **values})
 
-    def _microsoft_graph_delete_quietly(self, client=None):
+    def _delete_quietly(self, client=None):
         """Delete at Microsoft, best effort: a failure is logged, never raised.
 
         Disconnect, archive, deletion and uninstall must go through even when
@@ -367,15 +365,15 @@ class MicrosoftOutlookGraphSubscription(models.Model):
             )
         self.write({"subscription_id": False, "expires_at": False, "client_state_sealed": False})
 
-    def _microsoft_graph_remove(self):
+    def _unsubscribe(self):
         """Delete at Microsoft (best effort) and here."""
         records = self.sudo()
         for record in records.filtered("subscription_id"):
-            record._microsoft_graph_delete_quietly()
+            record._delete_quietly()
         records.unlink()
 
     @api.model
-    def _microsoft_graph_servers_changed(self, servers):
+    def _servers_changed(self, servers):
         """After a server's write: drop the subscriptions it no longer qualifies for at
         once, and ask the cron for the ones it now needs."""
         endpoint = notification_endpoint(self.env)
@@ -385,7 +383,7 @@ class MicrosoftOutlookGraphSubscription(models.Model):
             lambda server: server._microsoft_graph_wants_notifications(endpoint)
         )
         unwanted = existing.filtered(lambda record: record.server_id not in wanted)
-        unwanted._microsoft_graph_remove()
+        unwanted._unsubscribe()
         live = (existing - unwanted).filtered("subscription_id")
         if wanted - live.server_id or live.filtered(
             lambda record: record.resource != record.server_id._microsoft_graph_resource()

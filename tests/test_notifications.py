@@ -101,7 +101,7 @@ class TestNotifications(GraphHttpCase):
     def change(self, record, client_state=None, subscription_id=None):
         return {
             "subscriptionId": subscription_id or record.subscription_id,
-            "clientState": client_state or record._microsoft_graph_client_state(),
+            "clientState": client_state or record._client_state(),
             "changeType": "created",
             "resource": "Users/x/Messages/y",
             "resourceData": {"id": "y"},
@@ -129,7 +129,7 @@ class TestNotifications(GraphHttpCase):
         self.assertEqual([(a.status, a.outcome) for a in handshakes], [(200, "validated")] * 2)
         # The clientState is stored sealed, and is the one Graph sends back.
         self.assertNotIn(remote.client_state, record.client_state_sealed)
-        self.assertEqual(record._microsoft_graph_client_state(), remote.client_state)
+        self.assertEqual(record._client_state(), remote.client_state)
         self.assertEqual(record.expires_at, remote.expiration.replace(tzinfo=None, microsecond=0))
         self.assertEqual(self.server.microsoft_graph_notification_state, "active")
         # What arrived before the subscription is fetched at once.
@@ -347,7 +347,7 @@ class TestNotifications(GraphHttpCase):
     def test_a_burst_makes_one_trigger_and_no_rows(self):
         record = self.subscribe()
         item = self.change(record)
-        record._microsoft_graph_note_notified()
+        record._note_notified()
         self.env.flush_all()
         before = self.table_sizes()
         url = self.base_url() + NOTIFICATION_PATH

@@ -204,7 +204,7 @@ class MicrosoftOutlookGraphMailbox(models.Model):
     # ------------------------------------------------------------------
 
     @api.model
-    def _cron_microsoft_graph_health_check(self):
+    def _cron_health_check(self):
         """Tell the administrators about each problem once, while it lasts."""
         problems = self._current_problems()
         Config = self.env["ir.config_parameter"].sudo()

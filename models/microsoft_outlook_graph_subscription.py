@@ -208,7 +208,7 @@ class MicrosoftOutlookGraphSubscription(models.Model):
     # ------------------------------------------------------------------
 
     @api.model
-    def _cron_microsoft_graph_subscriptions(self):
+    def _cron_keep_subscriptions(self):
         """Give each qualifying server a live subscription and drop the others.
 
         In the cron each server's work is committed on its own; called elsewhere

@@ -30,6 +30,13 @@ RENAMED = {
     ),
 }
 
+# What each cron calls after the upgrade (the addon's own models dropped the method prefix).
+CODE = {
+    "ir_cron_microsoft_outlook_graph_health_check": "model._cron_health_check()",
+    "ir_cron_microsoft_outlook_graph_poll": "model._cron_microsoft_graph_poll()",
+    "ir_cron_microsoft_outlook_graph_subscriptions": "model._cron_keep_subscriptions()",
+}
+
 
 def last_commit_of_19_0_1_1_0():
     """The parent of the commit that set the version to 19.0.1.2.0."""
@@ -102,15 +109,16 @@ def test_a_19_0_1_1_0_database_keeps_its_crons_through_the_upgrade(tmp_path):
                 "ir.cron",
                 "read",
                 [cron_id],
-                ["cron_name", "active"],
+                ["cron_name", "active", "code"],
                 context={"active_test": False},
             )[0]
             assert cron["cron_name"] == label
+            assert cron["code"].strip() == CODE[new_name]
             assert cron["active"] is (cron_id != poll), "the admin's choice survives"
         ours = admin.call(
             "ir.cron",
             "search_count",
-            [("code", "like", "_cron_microsoft_graph_")],
+            [("code", "in", list(CODE.values()))],
             context={"active_test": False},
         )
         assert ours == len(RENAMED), "no cron created twice"

@@ -301,7 +301,7 @@ class TestCertificates(GraphHttpCase):
             moment = datetime.fromtimestamp(expires) - timedelta(days=days, hours=1)
             before = Message.search_count([("subject", "like", "Outlook certificate expires")])
             with freeze_time(moment):
-                Mailbox._cron_microsoft_graph_health_check()
+                Mailbox._cron_health_check()
             after = Message.search_count([("subject", "like", "Outlook certificate expires")])
             counts.append(after - before)
         self.assertEqual(counts, [0, 1, 0, 0, 1, 0, 1, 0])

@@ -58,14 +58,14 @@ class TestHealth(GraphTransactionCase):
         )
         self.env.invalidate_all()
         before = self.notifications()
-        self.assertEqual(self.Mailbox._cron_microsoft_graph_health_check(), 2)
+        self.assertEqual(self.Mailbox._cron_health_check(), 2)
         self.assertEqual(self.notifications(), before + 2)
         # The next day, the same problems: nothing new.
-        self.assertEqual(self.Mailbox._cron_microsoft_graph_health_check(), 0)
+        self.assertEqual(self.Mailbox._cron_health_check(), 0)
         self.assertEqual(self.notifications(), before + 2)
         # Solved, then back: reported again.
         mail.unlink()
-        self.Mailbox._cron_microsoft_graph_health_check()
+        self.Mailbox._cron_health_check()
         again = self.env["mail.mail"].create(
             {
                 "email_from": defaults.ADMIN,
@@ -79,7 +79,7 @@ class TestHealth(GraphTransactionCase):
             [again.id],
         )
         self.env.invalidate_all()
-        self.assertEqual(self.Mailbox._cron_microsoft_graph_health_check(), 1)
+        self.assertEqual(self.Mailbox._cron_health_check(), 1)
 
     def test_daily_check_reports_failing_notifications(self):
         self.env["microsoft.outlook.graph.subscription"].create(

@@ -111,6 +111,8 @@ class TestCronXmlIdsMigration(TransactionCase):
         poll.name = "Outlook: Check Mailboxes Without Change Notifications"
         subscriptions.name = "Subscriptions (renamed by the admin)"
         poll.active = False
+        health.code = "model._cron_microsoft_graph_health_check()"
+        subscriptions.code = "model._cron_microsoft_graph_subscriptions()"
         self.env.registry.clear_cache()
 
         run_migration_step(self.env, "pre")
@@ -126,3 +128,6 @@ class TestCronXmlIdsMigration(TransactionCase):
         self.assertEqual(poll.name, "Microsoft Graph: Check Mailboxes Without Change Notifications")
         self.assertEqual(subscriptions.name, "Subscriptions (renamed by the admin)")
         self.assertFalse(poll.active, "the admin's choice survives the upgrade")
+        self.assertEqual(health.code, "model._cron_health_check()")
+        self.assertEqual(subscriptions.code, "model._cron_keep_subscriptions()")
+        self.assertEqual(poll.code, "model._cron_microsoft_graph_poll()")

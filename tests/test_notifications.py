@@ -69,7 +69,7 @@ class TestNotifications(GraphHttpCase):
 
     def run_subscription_cron(self):
         with self.serving():
-            self.Subscription._cron_microsoft_graph_subscriptions()
+            self.Subscription._cron_keep_subscriptions()
 
     def subscribe(self):
         self.run_subscription_cron()

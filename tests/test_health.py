@@ -229,10 +229,10 @@ class TestScreensAtScale(TransactionCase):
         )
         self.env.invalidate_all()
 
-    def read_health_list(self):
+    def read_health_list(self, limit=1000):
         Mailbox = self.env["microsoft.outlook.graph.mailbox"]
         fields = Mailbox.get_views([(False, "list")])["models"][Mailbox._name]["fields"]
-        return Mailbox.web_search_read([], {name: {} for name in fields}, limit=1000)
+        return Mailbox.web_search_read([], {name: {} for name in fields}, limit=limit)
 
     def read_form(self, server):
         fields = server.get_views([(False, "form")])["models"]["ir.mail_server"]["fields"]
@@ -258,6 +258,25 @@ class TestScreensAtScale(TransactionCase):
         self.assertEqual(rows["length"], 500)
         self.assertEqual(many, few, "a query per mailbox")
         self.assertEqual({row["recipients_used"] for row in rows["records"]}, {30})
+
+    def test_first_page_and_its_count_cost_no_query_per_mailbox(self):
+        """A full first page (80 rows) makes the web client count every row of the list: that
+        count is one query, and the page costs as many queries for 100 mailboxes as for 500."""
+        Mailbox = self.env["microsoft.outlook.graph.mailbox"]
+        self.add_servers(0, 50)
+        self.add_servers(50, 50, connected=False)
+        few_counted, count = self.measured(Mailbox.search_count, [])
+        self.assertEqual(count, 100)
+        few, page = self.measured(self.read_health_list, 80)
+        self.assertEqual((len(page["records"]), page["length"]), (80, 100))
+        self.add_servers(100, 200)
+        self.add_servers(300, 200, connected=False)
+        many_counted, count = self.measured(Mailbox.search_count, [])
+        self.assertEqual(count, 500)
+        many, page = self.measured(self.read_health_list, 80)
+        self.assertEqual((len(page["records"]), page["length"]), (80, 500))
+        self.assertEqual((few_counted, many_counted), (1, 1))
+        self.assertEqual(many, few, "a query per mailbox")
 
     def test_busiest_form_costs_no_query_per_waiting_mail(self):
         busiest = self.add_servers(0, 500)[0]

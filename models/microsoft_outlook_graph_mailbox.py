@@ -108,6 +108,7 @@ class MicrosoftOutlookGraphMailbox(models.Model):
 
     @api.model
     def _table_query_sql(self):
+        """The servers, one row each, with only their own and their connection's columns."""
         return """
             SELECT s.id * 2 AS id,
                    'outgoing' AS direction,
@@ -123,24 +124,11 @@ class MicrosoftOutlookGraphMailbox(models.Model):
                    cs.token_expires_at AS token_expires_at,
                    s.microsoft_graph_last_sent_at AS last_activity,
                    s.microsoft_graph_paused_until AS paused_until,
-                   COALESCE(q.failed, 0) AS failed_count,
-                   COALESCE(q.queued, 0) AS queued_count,
                    cs.last_error AS last_error,
-                   (SELECT t.id FROM microsoft_outlook_graph_tenant t
-                     WHERE t.tenant_id = cs.account_tid) AS tenant_id
+                   cs.account_tid AS account_tid
               FROM ir_mail_server s
               LEFT JOIN microsoft_outlook_graph_connection cs
                 ON cs.res_model = 'ir.mail_server' AND cs.res_id = s.id
-              -- Failed and queued mails of every server counted in one pass (mail_mail.state
-              -- has no index: a count per row scanned the table once per server).
-              LEFT JOIN (SELECT msg.mail_server_id AS server_id,
-                                count(*) FILTER (WHERE m.state = 'exception') AS failed,
-                                count(*) FILTER (WHERE m.state = 'outgoing') AS queued
-                           FROM mail_mail m
-                           JOIN mail_message msg ON msg.id = m.mail_message_id
-                          WHERE m.state IN ('exception', 'outgoing')
-                            AND msg.mail_server_id IS NOT NULL
-                          GROUP BY msg.mail_server_id) q ON q.server_id = s.id
              WHERE s.smtp_authentication = 'microsoft_graph'
             UNION ALL
             SELECT f.id * 2 + 1,
@@ -157,12 +145,8 @@ class MicrosoftOutlookGraphMailbox(models.Model):
                    cf.token_expires_at,
                    f.microsoft_graph_last_success,
                    NULL::timestamp,
-                   (SELECT count(*) FROM microsoft_outlook_graph_failed_message m
-                     WHERE m.server_id = f.id AND m.state = 'failed'),
-                   0,
                    COALESCE(cf.last_error, f.error_message),
-                   (SELECT t.id FROM microsoft_outlook_graph_tenant t
-                     WHERE t.tenant_id = cf.account_tid)
+                   cf.account_tid
               FROM fetchmail_server f
               LEFT JOIN microsoft_outlook_graph_connection cf
                 ON cf.res_model = 'fetchmail.server' AND cf.res_id = f.id
@@ -170,17 +154,44 @@ class MicrosoftOutlookGraphMailbox(models.Model):
         """
 
     def init(self):
+        # The counts and the tenant are joined to the servers' rows, one row at most per
+        # server, outside the union: PostgreSQL then leaves out the joins whose columns a
+        # query does not read, so the count the web client makes of a full page scans the
+        # servers only, not the mail queue (issue 17).
         tools.drop_view_if_exists(self.env.cr, self._table)
         self.env.cr.execute(
             SQL(
                 """
                 CREATE OR REPLACE VIEW %s AS (
-                    SELECT *,
-                           active AND (
-                               NOT connected OR needs_reconnect OR failed_count > 0
-                               OR last_error IS NOT NULL
+                    SELECT servers.*,
+                           COALESCE(queue.failed, failed_imports.failed, 0) AS failed_count,
+                           COALESCE(queue.queued, 0) AS queued_count,
+                           tenant.id AS tenant_id,
+                           servers.active AND (
+                               NOT servers.connected OR servers.needs_reconnect
+                               OR COALESCE(queue.failed, failed_imports.failed, 0) > 0
+                               OR servers.last_error IS NOT NULL
                            ) AS needs_attention
                       FROM (%s) AS servers
+                      -- Failed and queued mails of every server counted in one pass
+                      -- (mail_mail.state has no index: a count per row scanned the table
+                      -- once per server).
+                      LEFT JOIN (SELECT msg.mail_server_id AS server_id,
+                                        count(*) FILTER (WHERE m.state = 'exception') AS failed,
+                                        count(*) FILTER (WHERE m.state = 'outgoing') AS queued
+                                   FROM mail_mail m
+                                   JOIN mail_message msg ON msg.id = m.mail_message_id
+                                  WHERE m.state IN ('exception', 'outgoing')
+                                    AND msg.mail_server_id IS NOT NULL
+                                  GROUP BY msg.mail_server_id) queue
+                        ON queue.server_id = servers.mail_server_id
+                      LEFT JOIN (SELECT server_id, count(*) AS failed
+                                   FROM microsoft_outlook_graph_failed_message
+                                  WHERE state = 'failed'
+                                  GROUP BY server_id) failed_imports
+                        ON failed_imports.server_id = servers.fetchmail_server_id
+                      LEFT JOIN microsoft_outlook_graph_tenant tenant
+                        ON tenant.tenant_id = servers.account_tid
                 )
                 """,
                 SQL.identifier(self._table),

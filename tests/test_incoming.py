@@ -487,7 +487,9 @@ class TestIncoming(GraphTransactionCase):
                 fault = self.sandbox.inject_fault(
                     kind, path=r"/messages/delta|\$batch", **{"times": None, **options}
                 )
-                with mute_logger(GRAPH_LOGGER, FETCH_LOGGER, IMPORT_LOGGER):
+                # Odoo's clock stands still until the wait is over, however slow the run.
+                start = fields.Datetime.now()
+                with freeze_time(start), mute_logger(GRAPH_LOGGER, FETCH_LOGGER, IMPORT_LOGGER):
                     error = self.run_cron(expect_error=True)
                 self.sandbox.remove_fault(fault)
                 self.assertTrue(error)
@@ -498,8 +500,9 @@ class TestIncoming(GraphTransactionCase):
                 # Microsoft's Retry-After (or the client's backoff after the resets):
                 # the mailbox is skipped until then.
                 until = self.server.microsoft_graph_throttled_until
-                self.assertGreater(until, fields.Datetime.now())
-                self.run_cron()
+                self.assertGreater(until, start)
+                with freeze_time(start):
+                    self.run_cron()
                 self.assertFalse(self.messages_with(message_id))
                 with freeze_time(until):
                     self.run_cron()
@@ -659,14 +662,16 @@ class TestIncoming(GraphTransactionCase):
         _id, shared_message_id = self.deliver("Shared", mailbox=defaults.SALES)
         _id, own_message_id = self.deliver("Own")
         self.sandbox.clear_log()
-        with mute_logger(GRAPH_LOGGER, FETCH_LOGGER, IMPORT_LOGGER):
+        # Odoo's clock stands still until Microsoft's time, however slow the runs.
+        start = fields.Datetime.now()
+        with freeze_time(start), mute_logger(GRAPH_LOGGER, FETCH_LOGGER, IMPORT_LOGGER):
             self.run_cron(self.server | shared, expect_error=True)
         # One refused request, no wait: the other mailbox had the call's whole time.
         self.assertEqual(len(self.requests_of(defaults.SALES)), 1)
         self.assertEqual(clock[0], 1001.0)
         self.assertEqual(len(self.messages_with(own_message_id)), 1)
         until = shared.microsoft_graph_throttled_until
-        self.assertEqual(until, fields.Datetime.now() + datetime.timedelta(seconds=3600))
+        self.assertEqual(until, start + datetime.timedelta(seconds=3600))
         self.assertTrue(
             self.env["ir.cron.trigger"].search(
                 [("cron_id", "=", self.cron.id), ("call_at", "=", until)]
@@ -675,7 +680,8 @@ class TestIncoming(GraphTransactionCase):
         # Until Microsoft's time, the mailbox costs no request at all.
         _id, own_later_id = self.deliver("Own later")
         self.sandbox.clear_log()
-        self.run_cron(self.server | shared)
+        with freeze_time(start):
+            self.run_cron(self.server | shared)
         self.assertEqual(len(self.messages_with(own_later_id)), 1)
         self.assertFalse(self.requests_of(defaults.SALES))
         self.sandbox.clear_faults()
@@ -683,6 +689,33 @@ class TestIncoming(GraphTransactionCase):
             self.run_cron(self.server | shared)
         self.assertEqual(len(self.messages_with(shared_message_id)), 1)
         self.assertFalse(shared.microsoft_graph_throttled_until)
+
+    def test_a_server_added_or_archived_is_picked_up_or_dropped_at_the_next_run(self):
+        def run_gateway_cron():
+            """The cron as Odoo runs it: it chooses the servers itself."""
+            self.env.flush_all()
+            with self.registry.cursor() as cr:
+                env = api.Environment(cr, self.env.uid, {"cron_id": self.cron.id})
+                env["fetchmail.server"]._fetch_mails()
+            self.env.invalidate_all()
+
+        _id, first_id = self.deliver("Before the shared server")
+        run_gateway_cron()
+        self.assertEqual(len(self.messages_with(first_id)), 1)
+        self.connect_shared()  # added: taken by the next run
+        _id, shared_id = self.deliver("Shared", mailbox=defaults.SALES)
+        run_gateway_cron()
+        self.assertEqual(len(self.messages_with(shared_id)), 1)
+        self.server.active = False
+        _id, own_id = self.deliver("While archived")
+        self.sandbox.clear_log()
+        run_gateway_cron()
+        self.assertFalse(self.messages_with(own_id))
+        self.assertFalse(self.requests_of(defaults.ADMIN), "an archived server costs nothing")
+        self.assertTrue(self.requests_of(defaults.SALES))
+        self.server.active = True
+        run_gateway_cron()
+        self.assertEqual(len(self.messages_with(own_id)), 1)
 
     def test_mark_as_read_by_default_and_move_when_asked(self):
         self.deliver("Read me")

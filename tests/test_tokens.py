@@ -64,6 +64,26 @@ class TestTokens(GraphTransactionCase):
         # A new hour, counted from the refresh: later than the old token's minute by far.
         self.assertGreater(after["expires_at"], tokens["expires_at"] + 3000)
 
+    def test_a_server_nobody_sends_from_refreshes_nothing(self):
+        """Tokens are refreshed on use only: the addon's crons and an empty mail queue leave
+        an idle personal server's expired access token alone (no request to Microsoft)."""
+        tokens = dict(self.sealed_tokens(), expires_at=int(time.time()) - 3600)
+        self.env["microsoft.outlook.graph.connection"]._write_committed(
+            self.server,
+            {
+                "tokens_sealed": self.server._microsoft_graph_vault().seal(
+                    json.dumps(tokens), "token"
+                )
+            },
+        )
+        self.sandbox.clear_log()
+        self.env["microsoft.outlook.graph.mailbox"]._cron_health_check()
+        self.env["microsoft.outlook.graph.subscription"]._cron_keep_subscriptions()
+        self.env["fetchmail.server"]._cron_microsoft_graph_poll()
+        self.env["mail.mail"].process_email_queue()
+        self.assertFalse(self.sandbox.requests)
+        self.assertEqual(self.sealed_tokens(), tokens)
+
     def test_expired_access_token_is_refreshed_on_401(self):
         self.sandbox.expire_access_tokens(defaults.ADMIN)
         me = self.server._microsoft_graph_client().me()

@@ -34,16 +34,23 @@ OUTGOING = "outgoing"
 # Why each Graph permission is asked for; MSAL adds openid, profile and
 # offline_access (id token and refresh token) itself and refuses them here.
 SCOPE_REASONS = {
-    "User.Read": "read the signed-in account's id and address, to check it is the "
-    "mailbox's owner or has access to the shared mailbox",
-    "Mail.Send": "send mail as the signed-in user (outgoing server)",
-    "Mail.Send.Shared": "send as or on behalf of a shared mailbox the user has rights on "
-    "(outgoing server of a shared mailbox)",
-    "Mail.ReadWrite": "read new mail, mark it read and move it (incoming server); create "
-    "the draft a sent mail leaves from, which is the only way Graph names the sent "
-    "message's id and the only way to upload attachments over 3 MB (outgoing server)",
-    "Mail.ReadWrite.Shared": "the same in a shared mailbox the user has Full Access to "
-    "(servers of a shared mailbox)",
+    "User.Read": _lt(
+        "read the signed-in account's id and address, to check it is the "
+        "mailbox's owner or has access to the shared mailbox"
+    ),
+    "Mail.Send": _lt("send mail as the signed-in user (outgoing server)"),
+    "Mail.Send.Shared": _lt(
+        "send as or on behalf of a shared mailbox the user has rights on "
+        "(outgoing server of a shared mailbox)"
+    ),
+    "Mail.ReadWrite": _lt(
+        "read new mail, mark it read and move it (incoming server); create "
+        "the draft a sent mail leaves from, which is the only way Graph names the sent "
+        "message's id and the only way to upload attachments over 3 MB (outgoing server)"
+    ),
+    "Mail.ReadWrite.Shared": _lt(
+        "the same in a shared mailbox the user has Full Access to (servers of a shared mailbox)"
+    ),
 }
 
 # direction -> (own mailbox, shared mailbox) scope names. A shared set keeps the

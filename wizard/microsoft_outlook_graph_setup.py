@@ -161,7 +161,7 @@ class MicrosoftOutlookGraphSetup(models.TransientModel):
                 if used:
                     names += [n for n in scopes_for(direction, shared) if n not in names]
             items = [
-                Markup("<li><code>%s</code>: %s</li>") % (name, SCOPE_REASONS[name])
+                Markup("<li><code>%s</code>: %s</li>") % (name, self.env._(SCOPE_REASONS[name]))
                 for name in sorted(names)
             ]
             items.append(

@@ -104,20 +104,19 @@ class OdooServer:
             "--db_user=" + os.environ.get("PGUSER", "root"),
         ]
 
-    def install(self):
-        """A new database with the addon (and Odoo's mail) installed, as an admin would."""
-        dropdb(self.database)
-        install_log = VAR / f"{self.database}-install.log"
-        with open(install_log, "w", encoding="utf-8") as log:
+    def run_once(self, log_name, *args, log_level="warn"):
+        """Run odoo-bin on this database until it stops (an install, an upgrade):
+        (exit code, log path)."""
+        log_path = VAR / f"{self.database}-{log_name}.log"
+        with open(log_path, "w", encoding="utf-8") as log:
             done = subprocess.run(  # noqa: S603 - our own odoo-bin command
                 [
                     self.python,
                     str(self.src / "odoo-bin"),
                     *self._options(),
-                    f"--init={ADDON}",
-                    "--without-demo=True",
+                    *args,
                     "--stop-after-init",
-                    "--log-level=warn",
+                    f"--log-level={log_level}",
                     f"--http-port={free_port()}",
                 ],
                 cwd=self.src,
@@ -125,8 +124,14 @@ class OdooServer:
                 stderr=subprocess.STDOUT,
                 check=False,
             )
-        if done.returncode:
-            pytest.exit(f"installing {ADDON} failed (exit {done.returncode}); see {install_log}")
+        return done.returncode, log_path
+
+    def install(self):
+        """A new database with the addon (and Odoo's mail) installed, as an admin would."""
+        dropdb(self.database)
+        code, install_log = self.run_once("install", f"--init={ADDON}", "--without-demo=True")
+        if code:
+            pytest.exit(f"installing {ADDON} failed (exit {code}); see {install_log}")
 
     def start(self):
         command = [

@@ -11,9 +11,9 @@ import subprocess
 import time
 
 import pytest
-from harness import ROOT, VAR, Odoo, OdooServer, snapshot_addons_path
+from harness import ROOT, Odoo, OdooServer, snapshot_addons_path
 
-from tools.odoo_suite import ADDON, dropdb, ensure_addon_requirements, find_odoo, free_port
+from tools.odoo_suite import ADDON, dropdb, ensure_addon_requirements, find_odoo
 
 RENAMED = {
     "microsoft_outlook_graph_health_cron": (
@@ -51,26 +51,9 @@ def last_commit_of_19_0_1_1_0():
 
 
 def upgrade(server):
-    log_path = VAR / f"{server.database}-upgrade.log"
-    with open(log_path, "w", encoding="utf-8") as log:
-        done = subprocess.run(  # noqa: S603 - our own odoo-bin command
-            [
-                server.python,
-                str(server.src / "odoo-bin"),
-                *server._options(),
-                f"--update={ADDON}",
-                "--stop-after-init",
-                "--log-level=info",
-                f"--http-port={free_port()}",
-            ],
-            cwd=server.src,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-    text = log_path.read_text(encoding="utf-8")
-    assert done.returncode == 0, f"odoo-bin -u failed; see {log_path}"
-    return text
+    code, log_path = server.run_once("upgrade", f"--update={ADDON}", log_level="info")
+    assert code == 0, f"odoo-bin -u failed; see {log_path}"
+    return log_path.read_text(encoding="utf-8")
 
 
 def test_a_19_0_1_1_0_database_keeps_its_crons_through_the_upgrade(tmp_path):

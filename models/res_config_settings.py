@@ -297,7 +297,7 @@ class ResConfigSettings(models.TransientModel):
                 f"Odoo Outlook (Microsoft Graph) {database}", lifetime_days=round(months * 30.44)
             )
         except app_certificates.CertificateError as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(graph_error_sentence(self.env, exc)) from None
         entry = {
             "info": pair.info.to_dict(),
             "key_sealed": mixin._microsoft_graph_vault().seal(

@@ -264,7 +264,7 @@ class OutlookAuth:
         try:
             signer = AssertionSigner(private_key_pem, info, self.client_id)
         except CertificateError as exc:
-            raise GraphConfigError(str(exc), code="certificate") from None
+            raise GraphConfigError(exc.template, params=exc.params, code="certificate") from None
         # MSAL 1.28 and later call a client_assertion callable for each token request.
         return {"client_assertion": signer}, signer
 

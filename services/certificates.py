@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from .errors import _lt
+from .errors import _fill, _lt, _untranslated
 
 MIN_KEY_SIZE = 2048
 DEFAULT_KEY_SIZE = 2048
@@ -53,7 +53,19 @@ AZURE_UPLOAD_PATH = (
 
 
 class CertificateError(ValueError):
-    """A certificate or key that cannot be used; the text never holds key material."""
+    """A certificate or key that cannot be used; the text never holds key material.
+
+    Like a GraphError's, its sentence is a template marked for the .pot and its values are
+    filled in after translation (``message(translate)``); ``str()`` is English.
+    """
+
+    def __init__(self, template, params=None):
+        self.template = template
+        self.params = params or {}
+        super().__init__(self.message())
+
+    def message(self, translate=_untranslated):
+        return _fill(translate, self.template, self.params)
 
 
 def _b64url(data):
@@ -90,14 +102,16 @@ class CertificateInfo:
         """Read a certificate from PEM text or DER bytes; refuse anything with a key."""
         raw = data.encode("ascii", "replace") if isinstance(data, str) else bytes(data)
         if PRIVATE_KEY_MARKER.encode() in raw:
-            raise CertificateError("This file holds a private key: only a certificate is read.")
+            raise CertificateError(
+                _lt("This file holds a private key: only a certificate is read.")
+            )
         try:
             if raw.lstrip().startswith(b"-----BEGIN"):
                 cert = x509.load_pem_x509_certificate(raw)
             else:
                 cert = x509.load_der_x509_certificate(raw)
         except ValueError:
-            raise CertificateError("This is not an X.509 certificate.") from None
+            raise CertificateError(_lt("This is not an X.509 certificate.")) from None
         return cls._of(cert)
 
     @classmethod
@@ -155,11 +169,14 @@ def generate(
 ):
     """An RSA key pair and a self-signed certificate valid ``lifetime_days`` from now."""
     if int(key_size) < MIN_KEY_SIZE:
-        raise CertificateError(f"RSA keys of fewer than {MIN_KEY_SIZE} bits are refused.")
+        raise CertificateError(
+            _lt("RSA keys of fewer than %(bits)s bits are refused."), {"bits": MIN_KEY_SIZE}
+        )
     lifetime_days = int(lifetime_days)
     if not 1 <= lifetime_days <= MAX_LIFETIME_DAYS:
         raise CertificateError(
-            f"A certificate lives between 1 and {MAX_LIFETIME_DAYS} days, not {lifetime_days}."
+            _lt("A certificate lives between 1 and %(most)s days, not %(days)s."),
+            {"most": MAX_LIFETIME_DAYS, "days": lifetime_days},
         )
     now = int(time.time() if now is None else now)
     key = rsa.generate_private_key(public_exponent=65537, key_size=int(key_size))
@@ -204,9 +221,12 @@ def _load_key(private_key_pem):
     try:
         key = serialization.load_pem_private_key(private_key_pem.encode("ascii"), password=None)
     except (ValueError, TypeError):
-        raise CertificateError("The stored private key cannot be read.") from None
+        raise CertificateError(_lt("The stored private key cannot be read.")) from None
     if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < MIN_KEY_SIZE:
-        raise CertificateError(f"The stored key is not an RSA key of {MIN_KEY_SIZE} bits or more.")
+        raise CertificateError(
+            _lt("The stored key is not an RSA key of %(bits)s bits or more."),
+            {"bits": MIN_KEY_SIZE},
+        )
     return key
 
 
@@ -221,7 +241,7 @@ class AssertionSigner:
         self._key = _load_key(private_key_pem)
         public = x509.load_pem_x509_certificate(certificate.certificate_pem.encode("ascii"))
         if public.public_key().public_numbers() != self._key.public_key().public_numbers():
-            raise CertificateError("The stored key does not belong to this certificate.")
+            raise CertificateError(_lt("The stored key does not belong to this certificate."))
         self.certificate = certificate
         self.client_id = client_id
         self.audience = audience
@@ -232,7 +252,7 @@ class AssertionSigner:
 
     def __call__(self):
         if not self.audience:
-            raise CertificateError("The token endpoint (the assertion's audience) is unknown.")
+            raise CertificateError(_lt("The token endpoint (the assertion's audience) is unknown."))
         now = int(self._clock())
         header = {
             "alg": "PS256",

@@ -77,6 +77,20 @@ def test_stronger_keys_and_refused_weak_ones():
         generate("Odoo", lifetime_days=certificates.MAX_LIFETIME_DAYS + 1)
 
 
+def test_a_refusal_is_translated_before_its_values_are_filled_in():
+    with pytest.raises(CertificateError) as caught:
+        generate("Odoo", lifetime_days=0)
+    refusal = caught.value
+    assert str(refusal) == (
+        f"A certificate lives between 1 and {certificates.MAX_LIFETIME_DAYS} days, not 0."
+    )
+    assert refusal.params == {"most": certificates.MAX_LIFETIME_DAYS, "days": 0}
+    french = {refusal.template: "Un certificat vit entre 1 et %(most)s jours, pas %(days)s."}
+    assert refusal.message(french.get) == (
+        f"Un certificat vit entre 1 et {certificates.MAX_LIFETIME_DAYS} jours, pas 0."
+    )
+
+
 def test_thumbprints_are_those_of_the_der(pair):
     der = pair.info.der()
     assert pair.info.sha1 == hashlib.sha1(der).hexdigest().upper()  # noqa: S324 - x5t is SHA-1

@@ -183,11 +183,12 @@ def start_sandbox(env, latency):
     return sb
 
 
-def connect_through_consent(env, server, sb):
-    """Connect an ir.mail_server or fetchmail.server, the sandbox playing the consent page."""
+def connect_through_consent(env, server, sb, login=None):
+    """Connect an ir.mail_server or fetchmail.server, the sandbox playing the consent page
+    (signed in as ``login``, by default the sandbox's first account)."""
     admin = env.ref("base.user_admin")
     action = server.with_user(admin).action_microsoft_graph_connect()
-    result = sb.sign_in(action["url"])
+    result = sb.sign_in(action["url"], login=login)
     if not result.params or "state" not in result.params:
         raise RuntimeError(f"the sandbox did not sign in: {result.page[:300]}")
     pending, problem = (

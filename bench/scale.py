@@ -44,6 +44,7 @@ from common import (
     add_database_options,
     addons_path,
     bench_main,
+    connect_through_consent,
     environment,
     free_port,
     machine,
@@ -194,20 +195,6 @@ class Rpc:
 # setup ----------------------------------------------------------------------------------------
 
 
-def connect(env, server, sb, login):
-    admin = env.ref("base.user_admin")
-    action = server.with_user(admin).action_microsoft_graph_connect()
-    result = sb.sign_in(action["url"], login=login)
-    pending, problem = (
-        env["microsoft.outlook.graph.flow"].with_user(admin).sudo()._consume(result.params["state"])
-    )
-    if problem:
-        raise RuntimeError(problem)
-    server.with_user(admin).sudo()._microsoft_graph_finish_connect(
-        pending["flow_sealed"], result.params
-    )
-
-
 def setup(env, sb, options):
     """Users, servers connected through the consent page, the limits; committed."""
     from odoo.addons.microsoft_outlook_graph.sandbox import defaults  # noqa: PLC0415
@@ -232,7 +219,7 @@ def setup(env, sb, options):
                 "sequence": 100 + n,
             }
         )
-        connect(env, server, sb, address)
+        connect_through_consent(env, server, sb, address)
         servers[address] = server.id
         if n % 50 == 49:
             env.cr.commit()
@@ -247,7 +234,7 @@ def setup(env, sb, options):
                 "object_id": env["ir.model"]._get("res.partner").id,
             }
         )
-        connect(env, server, sb, defaults.ADMIN)
+        connect_through_consent(env, server, sb, defaults.ADMIN)
         server.state = "done"
         incoming.append(server.id)
     scale = options.day / 86_400
